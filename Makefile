@@ -1,0 +1,39 @@
+# One entry point: setup, demo, test, bench, protos, lint.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARTIFACTS ?= artifacts
+
+.PHONY: setup demo test bench protos lint models clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[train,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Trains the models on simulated data when they are missing (or older than the code that makes them).
+models: $(STAMP)
+	$(VENV)/bin/scoring train --if-missing --out $(ARTIFACTS)
+
+demo: models
+	$(VENV)/bin/scoring demo --artifacts $(ARTIFACTS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: models
+	$(VENV)/bin/scoring bench --artifacts $(ARTIFACTS)
+
+protos: $(STAMP)
+	$(PY) -m scoring.protos_gen
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy services scoring
+
+clean:
+	rm -rf $(ARTIFACTS)

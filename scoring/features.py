@@ -1,0 +1,213 @@
+"""The feature definitions of the scoring graph: one module, two executions.
+
+Offline, `compute_offline` runs over a whole frame of transactions (training, evaluation). Online, the feature
+service folds each micro-batch into Redis with one server-side script that returns the *raw aggregates* of
+every event (window counts and sums, the customer's recent events); `derive_features` and `derive_sequences`
+below turn raw aggregates into model inputs on both sides, so the only code that differs between training and
+serving is how the aggregates are counted, and the parity test compares exactly that.
+
+Definitions (after the baseline of Le Borgne et al., *Reproducible ML for Credit Card Fraud Detection*, ch. 3):
+- customer windows (t - w, t], current event included: number of transactions and mean amount, w in 1/7/30 d;
+- terminal windows (t - d - w, t - d] with a label delay d = 7 days: number of transactions and fraud risk
+  (frauds / transactions, 0 when none), because labels arrive late;
+- flags: weekend (UTC Saturday or Sunday) and night (UTC hour <= 6);
+- the customer's last SEQ_LEN events within the 30-day horizon, oldest first, for the sequence model.
+Events are processed in (event time, arrival) order; ties keep arrival order on both sides.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+US_PER_DAY: Final = 86_400_000_000
+WINDOWS_DAYS: Final = (1, 7, 30)
+LABEL_DELAY_DAYS: Final = 7
+SEQ_LEN: Final = 8
+# Which window's terminal risk each sequence step carries (7 days).
+SEQ_RISK_WINDOW_INDEX: Final = 1
+HORIZON_US: Final = max(WINDOWS_DAYS) * US_PER_DAY
+
+FEATURE_NAMES: Final[tuple[str, ...]] = (
+    "tx_amount",
+    "tx_during_weekend",
+    "tx_during_night",
+    *[f"customer_{kind}_{w}day" for w in WINDOWS_DAYS for kind in ("nb_tx", "avg_amount")],
+    *[f"terminal_{kind}_{w}day" for w in WINDOWS_DAYS for kind in ("nb_tx", "risk")],
+)
+# Features the event carries by itself: what the filter falls back on when the feature service is down.
+SELF_CONTAINED_FEATURES: Final = ("tx_amount", "tx_during_weekend", "tx_during_night")
+SEQ_FEATURE_NAMES: Final[tuple[str, ...]] = (
+    "log_amount",
+    "log_hours_since_prev",
+    "terminal_risk_7day",
+    "tx_during_night",
+    "present",
+)
+
+N_WINDOWS: Final = len(WINDOWS_DAYS)
+# Raw aggregate columns, as the online script returns them, per event.
+RAW_COLUMNS: Final[tuple[str, ...]] = (
+    *[f"customer_{k}_{w}" for w in WINDOWS_DAYS for k in ("count", "sum")],
+    *[f"terminal_{k}_{w}" for w in WINDOWS_DAYS for k in ("count", "frauds")],
+)
+# Per sequence entry: event time (us), amount, terminal risk at that event's time.
+SEQ_RAW_FIELDS: Final = 3
+
+
+def event_flags(time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weekend and night flags from UTC event time in microseconds."""
+    days = time_us // US_PER_DAY
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    hour = (time_us // 3_600_000_000) % 24
+    return (weekday >= 5).astype(np.float64), (hour <= 6).astype(np.float64)
+
+
+def self_contained_features(amount: np.ndarray, time_us: np.ndarray) -> np.ndarray:
+    """The full feature matrix with only what the event carries filled in (aggregates 0)."""
+    out = np.zeros((len(amount), len(FEATURE_NAMES)), dtype=np.float32)
+    weekend, night = event_flags(time_us)
+    out[:, 0], out[:, 1], out[:, 2] = amount, weekend, night
+    return out
+
+
+def terminal_risk(count: np.ndarray, frauds: np.ndarray) -> np.ndarray:
+    return np.divide(frauds, count, out=np.zeros_like(frauds, dtype=np.float64), where=count > 0)
+
+
+def derive_features(amount: np.ndarray, time_us: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """[n, len(RAW_COLUMNS)] raw aggregates -> [n, len(FEATURE_NAMES)] float32 features."""
+    n = len(amount)
+    out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
+    weekend, night = event_flags(time_us)
+    out[:, 0], out[:, 1], out[:, 2] = amount, weekend, night
+    col = 3
+    for k in range(N_WINDOWS):
+        count, total = raw[:, 2 * k], raw[:, 2 * k + 1]
+        out[:, col] = count
+        out[:, col + 1] = np.divide(total, count, out=np.zeros(n), where=count > 0)
+        col += 2
+    base = 2 * N_WINDOWS
+    for k in range(N_WINDOWS):
+        count, frauds = raw[:, base + 2 * k], raw[:, base + 2 * k + 1]
+        out[:, col] = count
+        out[:, col + 1] = terminal_risk(count, frauds)
+        col += 2
+    return out.astype(np.float32)
+
+
+def derive_sequences(time_us: np.ndarray, seq_raw: np.ndarray, seq_count: np.ndarray) -> np.ndarray:
+    """Recent events -> [n, SEQ_LEN, len(SEQ_FEATURE_NAMES)] float32, oldest first, zero-padded in front.
+
+    seq_raw is [n, SEQ_LEN + 1, SEQ_RAW_FIELDS], newest first (entry 0 is the event itself); the extra entry
+    gives the oldest step its time since the previous event. seq_count says how many entries are real.
+    """
+    n = len(time_us)
+    ts, amount, risk = seq_raw[:, :, 0], seq_raw[:, :, 1], seq_raw[:, :, 2]
+    present = np.arange(SEQ_LEN + 1)[None, :] < seq_count[:, None]
+    gap_hours = np.zeros((n, SEQ_LEN))
+    has_prev = present[:, 1:]
+    gap_hours[has_prev] = (ts[:, :-1][has_prev] - ts[:, 1:][has_prev]) / 3_600_000_000
+    steps = present[:, :SEQ_LEN]
+    _, night = event_flags(ts[:, :SEQ_LEN].astype(np.int64))
+    newest_first = np.stack(
+        [
+            np.log1p(np.maximum(amount[:, :SEQ_LEN], 0.0)),
+            np.log1p(np.maximum(gap_hours, 0.0)),
+            risk[:, :SEQ_LEN],
+            night,
+            np.ones((n, SEQ_LEN)),
+        ],
+        axis=-1,
+    )
+    newest_first[~steps] = 0.0
+    return newest_first[:, ::-1, :].astype(np.float32)
+
+
+def _group_keys(group: np.ndarray, time_us: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stable sort by group, and an int64 key (group rank, time) that searchsorted can window over."""
+    order = np.argsort(group, kind="stable")
+    _, rank = np.unique(group[order], return_inverse=True)
+    key = rank.astype(np.int64) * span + (time_us[order] - time_us.min())
+    return order, key
+
+
+def compute_raw_offline(
+    time_us: np.ndarray,
+    customer: np.ndarray,
+    terminal: np.ndarray,
+    amount: np.ndarray,
+    fraud: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The raw aggregates that the online script would return, for every event of a time-ordered frame.
+
+    Returns (raw [n, len(RAW_COLUMNS)], seq_raw [n, SEQ_LEN+1, SEQ_RAW_FIELDS], seq_count [n]).
+    """
+    n = len(time_us)
+    time_us = np.asarray(time_us, dtype=np.int64)
+    amount = np.asarray(amount, dtype=np.float64)
+    fraud = np.asarray(fraud, dtype=np.float64)
+    delay = LABEL_DELAY_DAYS * US_PER_DAY
+    span = int(time_us.max() - time_us.min()) + delay + HORIZON_US + 1 if n else 1
+    raw = np.zeros((n, len(RAW_COLUMNS)))
+
+    c_order, c_key = _group_keys(np.asarray(customer), time_us, span)
+    c_amount = amount[c_order]
+    c_cum = np.concatenate([[0.0], np.cumsum(c_amount)])
+    positions = np.arange(n)
+    for k, w in enumerate(WINDOWS_DAYS):
+        start = np.searchsorted(c_key, c_key - w * US_PER_DAY, side="right")
+        raw[c_order, 2 * k] = positions - start + 1
+        raw[c_order, 2 * k + 1] = c_cum[positions + 1] - c_cum[start]
+
+    t_order, t_key = _group_keys(np.asarray(terminal), time_us, span)
+    t_cum_fraud = np.concatenate([[0.0], np.cumsum(fraud[t_order])])
+    end = np.searchsorted(t_key, t_key - delay, side="right")
+    base = 2 * N_WINDOWS
+    for k, w in enumerate(WINDOWS_DAYS):
+        start = np.searchsorted(t_key, t_key - delay - w * US_PER_DAY, side="right")
+        raw[t_order, base + 2 * k] = end - start
+        raw[t_order, base + 2 * k + 1] = t_cum_fraud[end] - t_cum_fraud[start]
+
+    # Sequences: the customer's events within the horizon, newest first, the event itself included.
+    risk_k = SEQ_RISK_WINDOW_INDEX
+    risk = terminal_risk(raw[:, base + 2 * risk_k], raw[:, base + 2 * risk_k + 1])
+    horizon_start = np.searchsorted(c_key, c_key - HORIZON_US, side="right")
+    back = positions[:, None] - np.arange(SEQ_LEN + 1)[None, :]
+    valid = back >= horizon_start[:, None]
+    back = np.where(valid, back, 0)
+    src = c_order[back]
+    seq_sorted = np.stack([time_us[src], amount[src], risk[src]], axis=-1).astype(np.float64)
+    seq_sorted[~valid] = 0.0
+    seq_raw = np.zeros_like(seq_sorted)
+    seq_raw[c_order] = seq_sorted
+    seq_count = np.zeros(n, dtype=np.int64)
+    seq_count[c_order] = valid.sum(axis=1)
+    return raw, seq_raw, seq_count
+
+
+def compute_offline(frame: object) -> tuple[np.ndarray, np.ndarray]:
+    """Features and sequences for a simulator frame (columns TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT,
+    TX_FRAUD), in the frame's row order, which must be the processing order (time, then transaction id)."""
+    import pandas as pd
+
+    assert isinstance(frame, pd.DataFrame)
+    time_us = frame_time_us(frame)
+    raw, seq_raw, seq_count = compute_raw_offline(
+        time_us,
+        frame["CUSTOMER_ID"].to_numpy(),
+        frame["TERMINAL_ID"].to_numpy(),
+        frame["TX_AMOUNT"].to_numpy(),
+        frame["TX_FRAUD"].to_numpy(),
+    )
+    amount = frame["TX_AMOUNT"].to_numpy(dtype=np.float64)
+    return derive_features(amount, time_us, raw), derive_sequences(time_us, seq_raw, seq_count)
+
+
+def frame_time_us(frame: object) -> np.ndarray:
+    """TX_DATETIME (naive, meaning UTC) as int64 microseconds since the Unix epoch."""
+    import pandas as pd
+
+    assert isinstance(frame, pd.DataFrame)
+    return frame["TX_DATETIME"].to_numpy().astype("datetime64[us]").astype(np.int64)

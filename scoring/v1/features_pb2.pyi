@@ -1,0 +1,52 @@
+from scoring.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FeatureRequest(_message.Message):
+    __slots__ = ("transaction_id", "event_time_us", "customer_id", "terminal_id", "amount")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: _containers.RepeatedScalarFieldContainer[str]
+    event_time_us: _containers.RepeatedScalarFieldContainer[int]
+    customer_id: _containers.RepeatedScalarFieldContainer[str]
+    terminal_id: _containers.RepeatedScalarFieldContainer[str]
+    amount: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, transaction_id: _Optional[_Iterable[str]] = ..., event_time_us: _Optional[_Iterable[int]] = ..., customer_id: _Optional[_Iterable[str]] = ..., terminal_id: _Optional[_Iterable[str]] = ..., amount: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class FeatureResponse(_message.Message):
+    __slots__ = ("rows", "features", "feature_names", "sequences", "seq_len", "seq_feature_count")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    SEQ_LEN_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FEATURE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    features: bytes
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    sequences: bytes
+    seq_len: int
+    seq_feature_count: int
+    def __init__(self, rows: _Optional[int] = ..., features: _Optional[bytes] = ..., feature_names: _Optional[_Iterable[str]] = ..., sequences: _Optional[bytes] = ..., seq_len: _Optional[int] = ..., seq_feature_count: _Optional[int] = ...) -> None: ...
+
+class LabelBatch(_message.Message):
+    __slots__ = ("labels",)
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[_types_pb2.LabelReport]
+    def __init__(self, labels: _Optional[_Iterable[_Union[_types_pb2.LabelReport, _Mapping]]] = ...) -> None: ...
+
+class LabelAck(_message.Message):
+    __slots__ = ("accepted", "unknown")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    unknown: int
+    def __init__(self, accepted: _Optional[int] = ..., unknown: _Optional[int] = ...) -> None: ...

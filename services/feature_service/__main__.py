@@ -1,0 +1,40 @@
+"""Process entry of the feature service: `python -m services.feature_service`."""
+
+from __future__ import annotations
+
+from scoring.common.logs import configure_logging
+from scoring.common.server import GrpcServer, run_service
+from scoring.v1 import features_pb2, features_pb2_grpc
+from services.feature_service.server import FeatureServicer
+from services.feature_service.settings import FeatureSettings
+from services.feature_service.store import FeatureStore
+
+
+async def main() -> None:
+    settings = FeatureSettings()
+    configure_logging("feature_service", settings.log_level)
+    store = FeatureStore(
+        settings.redis_url,
+        timeout_s=settings.redis_timeout_s,
+        max_connections=settings.redis_max_connections,
+        state_ttl_s=settings.state_ttl_s,
+    )
+    server = GrpcServer(
+        "feature_service",
+        settings.address,
+        [
+            (
+                FeatureServicer(store),
+                features_pb2_grpc.add_FeatureServiceServicer_to_server,
+                features_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name,
+            )
+        ],
+        grace_s=settings.shutdown_grace_s,
+        warm_up=store.warm_up,
+        on_stop=store.close,
+    )
+    await server.serve()
+
+
+if __name__ == "__main__":
+    run_service(main)

@@ -1,0 +1,55 @@
+"""gRPC servicer of the feature service: protobuf in, `FeatureStore` call, protobuf out."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from scoring import features as F
+from scoring.v1 import features_pb2, features_pb2_grpc
+from services.feature_service.store import EventBatch, FeatureStore, StoreUnavailable
+
+
+class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+
+    async def UpdateAndGet(
+        self, request: features_pb2.FeatureRequest, context: grpc.aio.ServicerContext
+    ) -> features_pb2.FeatureResponse:
+        n = len(request.transaction_id)
+        columns = (request.event_time_us, request.customer_id, request.terminal_id, request.amount)
+        if any(len(c) != n for c in columns):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "columns of the batch differ in length")
+        batch = EventBatch(
+            transaction_id=list(request.transaction_id),
+            event_time_us=np.asarray(request.event_time_us, dtype=np.int64),
+            customer_id=list(request.customer_id),
+            terminal_id=list(request.terminal_id),
+            amount=np.asarray(request.amount, dtype=np.float64),
+        )
+        if n == 0:
+            return features_pb2.FeatureResponse(rows=0, feature_names=F.FEATURE_NAMES)
+        try:
+            result = await self.store.update_and_get(batch)
+        except StoreUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
+        return features_pb2.FeatureResponse(
+            rows=n,
+            features=result.features.tobytes(),
+            feature_names=F.FEATURE_NAMES,
+            sequences=result.sequences.tobytes(),
+            seq_len=F.SEQ_LEN,
+            seq_feature_count=len(F.SEQ_FEATURE_NAMES),
+        )
+
+    async def ReportLabels(
+        self, request: features_pb2.LabelBatch, context: grpc.aio.ServicerContext
+    ) -> features_pb2.LabelAck:
+        try:
+            accepted, unknown = await self.store.report_labels(
+                [label.transaction_id for label in request.labels], [label.fraud for label in request.labels]
+            )
+        except StoreUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
+        return features_pb2.LabelAck(accepted=accepted, unknown=unknown)

@@ -1,0 +1,23 @@
+"""Settings of the feature service (environment prefix FEATURES_)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
+
+from scoring.common.settings import ServiceSettings
+
+
+class FeatureSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="FEATURES_", extra="ignore")
+
+    port: int = 50052
+    # REDIS_URL is honoured too: it is the one name the launcher, compose and Kubernetes share for Redis.
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("FEATURES_REDIS_URL", "REDIS_URL")
+    )
+    redis_timeout_s: float = 0.5
+    redis_max_connections: int = 32
+    # How long per-entity state and label routing survive without traffic (wall clock): the longest window
+    # plus the label delay plus slack for late labels.
+    state_ttl_s: int = 45 * 86_400

@@ -1,0 +1,110 @@
+"""Redis-backed per-entity state of the feature service: one script call per micro-batch.
+
+The scripts (fold.lua, labels.lua) do all reads and writes of a batch server-side, so a batch costs one
+round trip whatever its size; they return raw aggregates that `scoring.features` turns into model inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import redis.asyncio as redis
+
+from scoring import features as F
+
+_HERE = Path(__file__).resolve().parent
+ROW_LEN = 4 * F.N_WINDOWS + 1 + F.SEQ_RAW_FIELDS * (F.SEQ_LEN + 1)
+
+
+class StoreUnavailable(Exception):
+    """Redis could not be reached or answered with an error."""
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """A validated micro-batch in columnar form."""
+
+    transaction_id: list[str]
+    event_time_us: np.ndarray  # int64
+    customer_id: list[str]
+    terminal_id: list[str]
+    amount: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return len(self.transaction_id)
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    features: np.ndarray  # [n, len(FEATURE_NAMES)] float32
+    sequences: np.ndarray  # [n, SEQ_LEN, len(SEQ_FEATURE_NAMES)] float32
+
+
+class FeatureStore:
+    def __init__(self, url: str, *, timeout_s: float, max_connections: int, state_ttl_s: int) -> None:
+        self.redis = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            max_connections=max_connections,
+            health_check_interval=0,
+        )
+        self.state_ttl_s = state_ttl_s
+        self._fold = self.redis.register_script((_HERE / "fold.lua").read_text())
+        self._labels = self.redis.register_script((_HERE / "labels.lua").read_text())
+        self._fold_header = [
+            F.SEQ_LEN,
+            state_ttl_s,
+            F.LABEL_DELAY_DAYS * F.US_PER_DAY,
+            F.SEQ_RISK_WINDOW_INDEX + 1,
+            F.N_WINDOWS,
+            *[w * F.US_PER_DAY for w in F.WINDOWS_DAYS],
+        ]
+
+    async def warm_up(self) -> None:
+        """Connects and loads both scripts, so the first real batch pays neither."""
+        try:
+            await self.redis.ping()
+            await self.redis.script_load((_HERE / "fold.lua").read_text())
+            await self.redis.script_load((_HERE / "labels.lua").read_text())
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def update_and_get(self, batch: EventBatch) -> FeatureBatch:
+        n = len(batch)
+        args: list[object] = [n, *self._fold_header]
+        for i in range(n):
+            args += (
+                batch.transaction_id[i],
+                int(batch.event_time_us[i]),
+                batch.customer_id[i],
+                batch.terminal_id[i],
+                float.__repr__(float(batch.amount[i])),
+            )
+        try:
+            reply = await self._fold(args=args)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        rows = np.frombuffer(reply, dtype="<f8").reshape(n, ROW_LEN)
+        raw = rows[:, : 4 * F.N_WINDOWS]
+        seq_count = rows[:, 4 * F.N_WINDOWS].astype(np.int64)
+        seq_raw = rows[:, 4 * F.N_WINDOWS + 1 :].reshape(n, F.SEQ_LEN + 1, F.SEQ_RAW_FIELDS)
+        return FeatureBatch(
+            features=F.derive_features(batch.amount, batch.event_time_us, raw),
+            sequences=F.derive_sequences(batch.event_time_us, seq_raw, seq_count),
+        )
+
+    async def report_labels(self, transaction_ids: list[str], fraud: list[bool]) -> tuple[int, int]:
+        args: list[object] = [len(transaction_ids), self.state_ttl_s]
+        for txid, is_fraud in zip(transaction_ids, fraud, strict=True):
+            args += (txid, "1" if is_fraud else "0")
+        try:
+            accepted, unknown = await self._labels(args=args)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return int(accepted), int(unknown)
+
+    async def close(self) -> None:
+        await self.redis.aclose()

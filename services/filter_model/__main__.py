@@ -1,0 +1,44 @@
+"""Process entry of the filter model service: `python -m services.filter_model`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scoring.common.logs import configure_logging
+from scoring.common.server import GrpcServer, run_service
+from scoring.v1 import filter_pb2, filter_pb2_grpc
+from services.filter_model.model import FilterModel
+from services.filter_model.server import FilterServicer
+from services.filter_model.settings import FilterSettings
+
+
+async def main() -> None:
+    settings = FilterSettings()
+    configure_logging("filter_model", settings.log_level)
+    model = FilterModel(settings.model_dir)
+    threshold = model.meta.threshold if settings.threshold is None else settings.threshold
+
+    async def warm_up() -> None:
+        # The first ONNX Runtime run allocates; pay it before health says SERVING.
+        zeros = np.zeros((8, model.n_features), dtype=np.float32)
+        model.predict(zeros)
+        model.predict(zeros, self_contained_only=True)
+
+    server = GrpcServer(
+        "filter_model",
+        settings.address,
+        [
+            (
+                FilterServicer(model, threshold, settings.inline_max_rows),
+                filter_pb2_grpc.add_FilterModelServicer_to_server,
+                filter_pb2.DESCRIPTOR.services_by_name["FilterModel"].full_name,
+            )
+        ],
+        grace_s=settings.shutdown_grace_s,
+        warm_up=warm_up,
+    )
+    await server.serve()
+
+
+if __name__ == "__main__":
+    run_service(main)

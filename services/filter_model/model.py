@@ -1,0 +1,74 @@
+"""The cascade's first stage: a small model run in-process with ONNX Runtime.
+
+Two ONNX models: the main one on the full feature vector, and a fallback on the features an event carries by
+itself, used when the feature service is down (so a degraded answer is still a calibrated one).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+class FilterInputError(ValueError):
+    """The request's matrix does not match the model's input."""
+
+
+@dataclass(frozen=True)
+class FilterMeta:
+    version: str
+    threshold: float
+    feature_names: list[str]
+    fallback_features: list[int]
+
+    @classmethod
+    def load(cls, path: Path) -> FilterMeta:
+        data = json.loads(path.read_text())
+        return cls(
+            version=str(data["version"]),
+            threshold=float(data["threshold"]),
+            feature_names=list(data["feature_names"]),
+            fallback_features=list(data["fallback_features"]),
+        )
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # One thread: the filter runs on the event loop's thread for small batches; parallelism comes from batches.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class FilterModel:
+    def __init__(self, model_dir: Path) -> None:
+        self.meta = FilterMeta.load(model_dir / "filter.json")
+        self.main = _session(model_dir / "model.onnx")
+        self.fallback = _session(model_dir / "fallback.onnx")
+        self.n_features = len(self.meta.feature_names)
+
+    @property
+    def version(self) -> str:
+        return f"filter:{self.meta.version}"
+
+    def predict(self, features: np.ndarray, *, self_contained_only: bool = False) -> np.ndarray:
+        if features.ndim != 2 or features.shape[1] != self.n_features:
+            raise FilterInputError(f"features: expected [rows, {self.n_features}], got {list(features.shape)}")
+        if self_contained_only:
+            session, x = self.fallback, features[:, self.meta.fallback_features]
+        else:
+            session, x = self.main, features
+        outputs = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
+        return probability_of_positive(outputs)
+
+
+def probability_of_positive(outputs: list[object]) -> np.ndarray:
+    """Class-1 probability from a converted classifier's outputs (a [n, 2] tensor, or a list of dicts)."""
+    probs = outputs[-1]
+    if isinstance(probs, np.ndarray):
+        return (probs[:, 1] if probs.ndim == 2 else probs).astype(np.float32)
+    return np.asarray([row[1] for row in probs], dtype=np.float32)  # type: ignore[attr-defined]

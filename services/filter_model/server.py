@@ -1,0 +1,40 @@
+"""gRPC servicer of the filter model: bytes in, ONNX Runtime run, bytes out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+
+from scoring.v1 import filter_pb2, filter_pb2_grpc
+from services.filter_model.model import FilterInputError, FilterModel
+
+
+class FilterServicer(filter_pb2_grpc.FilterModelServicer):
+    def __init__(self, model: FilterModel, threshold: float, inline_max_rows: int) -> None:
+        self.model = model
+        self.threshold = threshold
+        self.inline_max_rows = inline_max_rows
+
+    async def Predict(
+        self, request: filter_pb2.FilterRequest, context: grpc.aio.ServicerContext
+    ) -> filter_pb2.FilterResponse:
+        if request.rows < 0 or request.cols <= 0 or len(request.features) != 4 * request.rows * request.cols:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"features: {len(request.features)} bytes do not hold [{request.rows}, {request.cols}] float32",
+            )
+        matrix = np.frombuffer(request.features, dtype="<f4").reshape(request.rows, request.cols)
+        try:
+            if request.rows <= self.inline_max_rows:
+                scores = self.model.predict(matrix, self_contained_only=request.self_contained_only)
+            else:
+                scores = await asyncio.to_thread(
+                    self.model.predict, matrix, self_contained_only=request.self_contained_only
+                )
+        except FilterInputError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return filter_pb2.FilterResponse(
+            scores=scores.astype("<f4").tobytes(), threshold=self.threshold, model_version=self.model.version
+        )

@@ -1,0 +1,22 @@
+"""Settings of the filter model service (environment prefix FILTER_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import SettingsConfigDict
+
+from scoring.common.settings import ServiceSettings
+
+
+class FilterSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="FILTER_", extra="ignore")
+
+    port: int = 50053
+    # Folder written by `scoring train`: model.onnx, fallback.onnx and filter.json.
+    model_dir: Path = Path("artifacts/models/filter")
+    # Events scoring below the threshold are cleared by the filter. Unset: the threshold chosen in training.
+    # 0 sends every event on to the ensemble (tests and benchmarks use it).
+    threshold: float | None = None
+    # Batches larger than this run in a worker thread, so a big batch never stalls the event loop.
+    inline_max_rows: int = 512
