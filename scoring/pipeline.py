@@ -1,0 +1,247 @@
+"""`scoring train`: simulate (or read) transactions, compute features offline, train and export every model,
+choose the combiner weight and the filter threshold on validation data, and write the Triton repository.
+
+The split follows time, as the handbook's protocol does: a burn-in for the 30-day windows, a training period,
+a gap of one label delay, a validation period, another gap, and a test period.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scoring import features as F
+from scoring import simulator
+from scoring.metrics import score_table
+
+log = logging.getLogger(__name__)
+
+MODEL_VERSION = 1
+# Retention of the ensemble's catches that the cascade must keep.
+RECALL_RETENTION = 0.98
+
+
+@dataclass(frozen=True)
+class Split:
+    burn_in_days: int = 30
+    delay_days: int = F.LABEL_DELAY_DAYS
+    val_days: int = 7
+    test_days: int = 7
+
+    def periods(self, n_days: int) -> dict[str, tuple[int, int]]:
+        test = (n_days - self.test_days, n_days)
+        val = (test[0] - self.delay_days - self.val_days, test[0] - self.delay_days)
+        train = (self.burn_in_days, val[0] - self.delay_days)
+        if train[1] - train[0] < 7:
+            raise ValueError(f"{n_days} days leave {train[1] - train[0]} training days; simulate more days")
+        return {"train": train, "validation": val, "test": test}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    simulation: simulator.SimulationConfig = field(default_factory=simulator.SimulationConfig)
+    split: Split = field(default_factory=Split)
+    lstm_max_rows: int = 400_000
+    lstm_epochs: int = 4
+    gbt_trees: int = 300
+
+
+def source_fingerprint() -> str:
+    """Hash of the code that decides what the models are: changing it retrains on `--if-missing`."""
+    root = Path(__file__).resolve().parent.parent
+    files = [
+        root / "scoring" / "features.py",
+        root / "scoring" / "simulator.py",
+        root / "scoring" / "pipeline.py",
+        root / "services" / "filter_model" / "train.py",
+        root / "services" / "ensemble" / "train.py",
+        root / "services" / "ensemble" / "repository.py",
+        *sorted((root / "services" / "ensemble" / "triton_models").glob("*.py")),
+    ]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def artifacts_current(out: Path, config: TrainConfig) -> bool:
+    report = out / "train_report.json"
+    if not report.exists():
+        return False
+    data = json.loads(report.read_text())
+    return bool(
+        data.get("fingerprint") == source_fingerprint()
+        and data.get("config") == _config_dict(config)
+        and (out / "triton_repository").is_dir()
+    )
+
+
+def _config_dict(config: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(config)))
+
+
+def choose_filter_threshold(
+    filter_scores: np.ndarray, ensemble_scores: np.ndarray, y: np.ndarray, ensemble_threshold: float
+) -> tuple[float, list[dict[str, float]]]:
+    """The highest filter threshold (fewest events passed) keeping RECALL_RETENTION of the ensemble's catches.
+
+    Returns the threshold and the whole curve (threshold, pass rate, retention) for the report.
+    """
+    caught = (ensemble_scores >= ensemble_threshold) & (y == 1)
+    n_caught = max(int(caught.sum()), 1)
+    candidates = np.unique(np.quantile(filter_scores, np.linspace(0.0, 0.999, 400)))
+    curve = []
+    best = 0.0
+    for t in candidates:
+        passed = filter_scores >= t
+        retention = float((caught & passed).sum() / n_caught)
+        curve.append({"threshold": float(t), "pass_rate": float(passed.mean()), "retention": retention})
+        if retention >= RECALL_RETENTION:
+            best = float(t)
+    return best, curve
+
+
+def best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(y, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+def train(out: Path, config: TrainConfig, data: Path | None = None) -> dict[str, Any]:
+    from services.ensemble import train as ens
+    from services.ensemble.repository import write_repository
+    from services.filter_model import train as filt
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, t0: float) -> float:
+        timings[name] = round(time.perf_counter() - t0, 2)
+        return time.perf_counter()
+
+    t = time.perf_counter()
+    frame = simulator.read_parquet(data) if data else simulator.simulate(config.simulation)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    simulator.write_parquet(frame, out / "data" / "transactions.parquet")
+    t = lap("simulate", t)
+    feats, seqs = F.compute_offline(frame)
+    t = lap("features", t)
+
+    n_days = int(frame["TX_TIME_DAYS"].max()) + 1
+    periods = config.split.periods(n_days)
+    days = frame["TX_TIME_DAYS"].to_numpy()
+    y = frame["TX_FRAUD"].to_numpy().astype(np.int64)
+    masks = {name: (days >= lo) & (days < hi) for name, (lo, hi) in periods.items()}
+    tr, va, te = masks["train"], masks["validation"], masks["test"]
+
+    gbt = ens.train_gbt(feats[tr], y[tr], seed=config.simulation.seed, n_estimators=config.gbt_trees)
+    t = lap("gbt", t)
+    rng = np.random.default_rng(config.simulation.seed)
+    lstm_rows = np.flatnonzero(tr)
+    if len(lstm_rows) > config.lstm_max_rows:
+        lstm_rows = np.sort(rng.choice(lstm_rows, config.lstm_max_rows, replace=False))
+    lstm = ens.train_lstm(seqs[lstm_rows], y[lstm_rows], seed=config.simulation.seed, epochs=config.lstm_epochs)
+    t = lap("lstm", t)
+    main_filter, fallback_filter = filt.train_filter(feats[tr], y[tr])
+    t = lap("filter", t)
+
+    def ensemble_parts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return gbt.predict_proba(feats[mask])[:, 1], ens.predict_lstm(lstm, seqs[mask])
+
+    p_gbt_va, p_seq_va = ensemble_parts(va)
+    w = ens.choose_combiner_weight(p_gbt_va, p_seq_va, y[va])
+    ens_va = w * p_gbt_va + (1 - w) * p_seq_va
+    ens_threshold = best_f1_threshold(ens_va, y[va])
+    filter_va = main_filter.predict_proba(feats[va])[:, 1]
+    filter_threshold, curve = choose_filter_threshold(filter_va, ens_va, y[va], ens_threshold)
+    t = lap("choose", t)
+
+    models = out / "models"
+    filt.export_filter(
+        main_filter, fallback_filter, models / "filter", threshold=filter_threshold, version=str(MODEL_VERSION)
+    )
+    ens.export_gbt(gbt, len(F.FEATURE_NAMES), models / "ensemble" / "gbt.onnx")
+    ens.export_lstm(lstm, F.SEQ_LEN, len(F.SEQ_FEATURE_NAMES), models / "ensemble" / "lstm.onnx")
+    for target in ("local", "container"):
+        name = "triton_repository" if target == "local" else "triton_repository_container"
+        write_repository(
+            out / name,
+            models / "ensemble" / "gbt.onnx",
+            models / "ensemble" / "lstm.onnx",
+            n_features=len(F.FEATURE_NAMES),
+            seq_len=F.SEQ_LEN,
+            seq_features=len(F.SEQ_FEATURE_NAMES),
+            combiner_weights=(w, 1 - w),
+            version=MODEL_VERSION,
+            target=target,
+        )
+    t = lap("export", t)
+
+    # Offline evaluation on the test period (the live replay is compared with this).
+    test_frame = frame.loc[te]
+    p_gbt_te, p_seq_te = ensemble_parts(te)
+    ens_te = w * p_gbt_te + (1 - w) * p_seq_te
+    filter_te = main_filter.predict_proba(feats[te])[:, 1]
+    cascade_te = np.where(filter_te >= filter_threshold, ens_te, filter_te)
+    evaluation = {
+        "filter": score_table(test_frame, filter_te),
+        "xgboost": score_table(test_frame, p_gbt_te),
+        "lstm": score_table(test_frame, p_seq_te),
+        "ensemble": score_table(test_frame, ens_te),
+        "cascade": score_table(test_frame, cascade_te),
+    }
+    caught_te = (ens_te >= ens_threshold) & (y[te] == 1)
+    cascade_caught = caught_te & (filter_te >= filter_threshold)
+    lap("evaluate", t)
+    report = {
+        "fingerprint": source_fingerprint(),
+        "config": _config_dict(config),
+        "version": MODEL_VERSION,
+        "rows": int(len(frame)),
+        "frauds": int(y.sum()),
+        "periods": periods,
+        "rows_per_period": {name: int(m.sum()) for name, m in masks.items()},
+        "combiner_weight_gbt": w,
+        "ensemble_threshold": ens_threshold,
+        "filter_threshold": filter_threshold,
+        "validation_pass_rate": float((filter_va >= filter_threshold).mean()),
+        "test_pass_rate": float((filter_te >= filter_threshold).mean()),
+        "test_recall_retention": float(cascade_caught.sum() / max(caught_te.sum(), 1)),
+        "threshold_curve": curve,
+        "evaluation": evaluation,
+        "timings_s": timings,
+        "total_s": round(time.perf_counter() - started, 2),
+    }
+    (out / "train_report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"rows {report['rows']:,}  frauds {report['frauds']:,}  periods {report['periods']}",
+        f"combiner weight (gbt) {report['combiner_weight_gbt']:.2f}  filter threshold "
+        f"{report['filter_threshold']:.4f}  pass rate val {report['validation_pass_rate']:.3f} "
+        f"test {report['test_pass_rate']:.3f}  recall retention (test) {report['test_recall_retention']:.3f}",
+        f"{'model':<10} {'AUC ROC':>8} {'AP':>8} {'CP@100':>8}",
+    ]
+    for name, row in report["evaluation"].items():
+        lines.append(
+            f"{name:<10} {row['auc_roc']:>8.3f} {row['average_precision']:>8.3f} {row['card_precision@100']:>8.3f}"
+        )
+    lines.append(f"timings (s) {report['timings_s']}  total {report['total_s']} s")
+    return "\n".join(lines)
+
+
+def frame_for_period(frame: pd.DataFrame, period: tuple[int, int]) -> pd.DataFrame:
+    days = frame["TX_TIME_DAYS"]
+    return frame.loc[(days >= period[0]) & (days < period[1])]

@@ -1,0 +1,140 @@
+"""`scoring replay`: stream simulated transactions to a running gateway and report what came back.
+
+Open loop: requests leave at the target rate whatever the answers do, and each latency is measured from the
+moment its request was scheduled to leave, so a slow gateway cannot hide behind a slow sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pandas as pd
+from google.protobuf.timestamp_pb2 import Timestamp
+from hdrh.histogram import HdrHistogram
+
+from scoring.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
+
+
+@dataclass
+class ReplayResult:
+    sent: int = 0
+    answered: int = 0
+    duplicates: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    stages: Counter[str] = field(default_factory=Counter)
+    degraded: Counter[str] = field(default_factory=Counter)
+    versions: Counter[str] = field(default_factory=Counter)
+    scores: dict[str, float] = field(default_factory=dict)
+    latency_us: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 60_000_000, 3))
+    elapsed_s: float = 0.0
+
+    def percentile_ms(self, p: float) -> float:
+        return float(self.latency_us.get_value_at_percentile(p)) / 1e3
+
+    def summary(self) -> str:
+        lost = self.sent - self.answered
+        lines = [
+            f"events sent {self.sent:,}  answered {self.answered:,}  lost {lost:,}  duplicated {self.duplicates}"
+            f"  in {self.elapsed_s:.2f} s ({self.answered / max(self.elapsed_s, 1e-9):,.0f} events/s)",
+            "latency ms  p50 {:.2f}  p90 {:.2f}  p99 {:.2f}  p99.9 {:.2f}  max {:.2f}".format(
+                self.percentile_ms(50), self.percentile_ms(90), self.percentile_ms(99),
+                self.percentile_ms(99.9), self.latency_us.get_max_value() / 1e3,
+            ),
+            "decided by  " + "  ".join(f"{k} {v:,} ({v / max(self.answered, 1):.1%})" for k, v in
+                                       sorted(self.stages.items())),
+        ]
+        if self.scores:
+            values = np.fromiter(self.scores.values(), float)
+            lines.append(
+                f"scores      mean {values.mean():.4f}  p50 {np.median(values):.4f}  "
+                f"max {values.max():.4f}  >= 0.5: {(values >= 0.5).sum():,}"
+            )
+        lines.append("models      " + ", ".join(f"{k} ({v:,})" for k, v in sorted(self.versions.items())))
+        lines.append("degraded    " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.degraded.items())) or "none"))
+        lines.append("errors      " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.errors.items())) or "none"))
+        return "\n".join(lines)
+
+
+def transaction(row_id: int, time_us: int, customer: int, terminal: int, amount: float) -> types_pb2.Transaction:
+    ts = Timestamp(seconds=time_us // 1_000_000, nanos=(time_us % 1_000_000) * 1000)
+    return types_pb2.Transaction(
+        transaction_id=str(row_id), timestamp=ts, customer_id=f"C{customer}", terminal_id=f"T{terminal}",
+        amount=amount,
+    )
+
+
+def frame_transactions(frame: pd.DataFrame) -> list[types_pb2.Transaction]:
+    from scoring.features import frame_time_us
+
+    time_us = frame_time_us(frame)
+    return [
+        transaction(int(i), int(t), int(c), int(m), float(a))
+        for i, t, c, m, a in zip(
+            frame["TRANSACTION_ID"].to_numpy(), time_us, frame["CUSTOMER_ID"].to_numpy(),
+            frame["TERMINAL_ID"].to_numpy(), frame["TX_AMOUNT"].to_numpy(), strict=True,
+        )
+    ]
+
+
+async def replay_stream(
+    address: str, transactions: list[types_pb2.Transaction], rate_per_s: float, timeout_s: float = 120.0
+) -> ReplayResult:
+    result = ReplayResult()
+    scheduled: dict[str, float] = {}
+    interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
+
+    async def requests() -> AsyncIterator[gateway_pb2.ScoreRequest]:
+        start = time.perf_counter()
+        for i, tx in enumerate(transactions):
+            due = start + i * interval
+            delay = due - time.perf_counter()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+            # Latency counts from when the event was due, not when the sender got round to it.
+            scheduled[tx.transaction_id] = due
+            result.sent += 1
+            yield gateway_pb2.ScoreRequest(transaction=tx)
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        started = time.perf_counter()
+        call = stub.ScoreStream(requests(), timeout=timeout_s)
+        seen: set[str] = set()
+        async for response in call:
+            now = time.perf_counter()
+            txid = response.transaction_id
+            if txid in seen:
+                result.duplicates += 1
+                continue
+            seen.add(txid)
+            result.answered += 1
+            if txid in scheduled:
+                result.latency_us.record_value(max(1, int((now - scheduled[txid]) * 1e6)))
+            record(result, response)
+        result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+def record(result: ReplayResult, response: types_pb2.ScoreResponse) -> None:
+    if response.HasField("error"):
+        result.errors[f"{response.error.code}:{response.error.field or response.degraded_reason}"] += 1
+        return
+    result.stages[types_pb2.Stage.Name(response.stage).removeprefix("STAGE_").lower()] += 1
+    result.versions[response.model_version] += 1
+    result.scores[response.transaction_id] = response.score
+    if response.degraded:
+        result.degraded[response.degraded_reason] += 1
+
+
+def load_replay_frame(artifacts: Path, events: int, offset: int = 0) -> pd.DataFrame:
+    from scoring import simulator
+
+    frame = simulator.read_parquet(artifacts / "data" / "transactions.parquet")
+    return frame.iloc[offset : offset + events]

@@ -1,0 +1,389 @@
+"""Writer of the Triton model repository behind the last hop of the scoring graph.
+
+gateway -> filter -> feature service (Redis) -> **Triton `fraud_ensemble`**. The feature service sends one
+row of tabular features (FEATURES, FP32 [n_features]) and one event window (SEQUENCE, FP32
+[seq_len, seq_features]) per event; the ensemble answers SCORE, P_GBT and P_SEQ (FP32 [1] each):
+
+    FEATURES -> fraud_gbt (XGBoost ONNX)  -> P_GBT --+
+                                                     +-> fraud_combiner -> SCORE = w0*P_GBT + w1*P_SEQ
+    SEQUENCE -> fraud_seq (sequence ONNX) -> P_SEQ --+
+
+Two targets share the same ONNX files:
+
+- ``local``: the CPU-only tritonserver bundled with nvidia-pytriton, which has no onnxruntime backend, so
+  the ONNX files run inside Python-backend models (`triton_models/onnx_runner.py`) told by config
+  `parameters` which ONNX input/output/column to use.
+- ``container``: the official ``nvcr.io/nvidia/tritonserver`` image with the onnxruntime backend. That
+  backend binds config tensor names to ONNX tensor names, so the writer wraps each graph with a thin
+  adapter (Identity on the input, column pick / reshape + Cast on the output) that renames the tensors to
+  the fixed Triton names; the trained nodes are untouched.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+ENSEMBLE_MODEL = "fraud_ensemble"
+GBT_MODEL = "fraud_gbt"
+SEQ_MODEL = "fraud_seq"
+COMBINER_MODEL = "fraud_combiner"
+
+FEATURES_INPUT = "FEATURES"
+SEQUENCE_INPUT = "SEQUENCE"
+P_GBT_OUTPUT = "P_GBT"
+P_SEQ_OUTPUT = "P_SEQ"
+SCORE_OUTPUT = "SCORE"
+
+TARGETS = ("local", "container")
+
+_MODEL_FILES = Path(__file__).resolve().parent / "triton_models"
+ONNX_RUNNER_SOURCE = _MODEL_FILES / "onnx_runner.py"
+COMBINER_SOURCE = _MODEL_FILES / "combiner.py"
+
+# What the exporters produce: onnxmltools' XGBoost converter names the class-probability output
+# `probabilities` ([N, 2]); the sequence model (PyTorch LSTM export) names its output `probability`.
+_GBT_PROBA_OUTPUT = "probabilities"
+_GBT_POSITIVE_COLUMN = 1
+_SEQ_ONNX_INPUT = "sequence"
+_SEQ_PROBA_OUTPUT = "probability"
+
+
+@dataclass(frozen=True)
+class OnnxBinding:
+    """How a Triton tensor pair maps onto one ONNX graph (what `onnx_runner.py` reads from parameters)."""
+
+    onnx_input: str
+    onnx_output: str
+    column: int | None  # column of a 2-D output to return; None: one value per row already
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    name: str
+    dims: tuple[int, ...]
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _tensors(key: str, tensors: Sequence[_Tensor]) -> str:
+    entries = []
+    for tensor in tensors:
+        dims = ", ".join(str(d) for d in tensor.dims)
+        entries.append(f"  {{\n    name: {_quote(tensor.name)}\n    data_type: TYPE_FP32\n    dims: [ {dims} ]\n  }}")
+    return f"{key} [\n" + ",\n".join(entries) + "\n]\n"
+
+
+def _parameters(params: dict[str, str]) -> str:
+    return "".join(
+        f"parameters {{\n  key: {_quote(k)}\n  value: {{ string_value: {_quote(v)} }}\n}}\n"
+        for k, v in params.items()
+    )
+
+
+def _dynamic_batching(max_queue_delay_us: int, default_timeout_us: int) -> str:
+    # REJECT + allow_timeout_override: a request whose remaining budget (sent per request by the client)
+    # runs out while queued is dropped by Triton instead of being computed for nobody.
+    return (
+        "dynamic_batching {\n"
+        f"  max_queue_delay_microseconds: {max_queue_delay_us}\n"
+        "  default_queue_policy {\n"
+        "    timeout_action: REJECT\n"
+        f"    default_timeout_microseconds: {default_timeout_us}\n"
+        "    allow_timeout_override: true\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def _instance_group(kind: str, count: int | None) -> str:
+    count_line = f"\n    count: {count}" if count is not None else ""
+    return f"instance_group [\n  {{\n    kind: {kind}{count_line}\n  }}\n]\n"
+
+
+def _model_config(
+    *,
+    name: str,
+    backend: str | None,
+    platform: str | None,
+    max_batch_size: int,
+    inputs: Sequence[_Tensor],
+    outputs: Sequence[_Tensor],
+    instance_kind: str,
+    instance_count: int | None,
+    max_queue_delay_us: int,
+    default_timeout_us: int,
+    params: dict[str, str],
+) -> str:
+    text = f"name: {_quote(name)}\n"
+    if platform is not None:
+        text += f"platform: {_quote(platform)}\n"
+    if backend is not None:
+        text += f"backend: {_quote(backend)}\n"
+    text += f"max_batch_size: {max_batch_size}\n"
+    text += _tensors("input", inputs) + _tensors("output", outputs)
+    text += _instance_group(instance_kind, instance_count)
+    text += _dynamic_batching(max_queue_delay_us, default_timeout_us)
+    text += _parameters(params)
+    return text
+
+
+def _ensemble_config(
+    *, max_batch_size: int, version: int, n_features: int, seq_len: int, seq_features: int
+) -> str:
+    def step(model: str, inputs: Sequence[str], outputs: Sequence[str]) -> str:
+        # Step-local and ensemble tensor names are identical on purpose: one name per tensor end to end.
+        maps = "".join(f"      input_map {{ key: {_quote(t)} value: {_quote(t)} }}\n" for t in inputs)
+        maps += "".join(f"      output_map {{ key: {_quote(t)} value: {_quote(t)} }}\n" for t in outputs)
+        # Pinned version: the ensemble must run the composing models written together with it.
+        return f"    {{\n      model_name: {_quote(model)}\n      model_version: {version}\n{maps}    }}"
+
+    steps = ",\n".join(
+        [
+            step(GBT_MODEL, [FEATURES_INPUT], [P_GBT_OUTPUT]),
+            step(SEQ_MODEL, [SEQUENCE_INPUT], [P_SEQ_OUTPUT]),
+            step(COMBINER_MODEL, [P_GBT_OUTPUT, P_SEQ_OUTPUT], [SCORE_OUTPUT]),
+        ]
+    )
+    text = f"name: {_quote(ENSEMBLE_MODEL)}\nplatform: \"ensemble\"\nmax_batch_size: {max_batch_size}\n"
+    text += _tensors(
+        "input", [_Tensor(FEATURES_INPUT, (n_features,)), _Tensor(SEQUENCE_INPUT, (seq_len, seq_features))]
+    )
+    text += _tensors("output", [_Tensor(n, (1,)) for n in (SCORE_OUTPUT, P_GBT_OUTPUT, P_SEQ_OUTPUT)])
+    text += f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n"
+    text += _parameters({"version": str(version)})
+    return text
+
+
+def _check_static_dims(what: str, shape: Sequence[object], expected: Sequence[int]) -> None:
+    # Exported shapes carry None/strings for dynamic axes; only concrete ints can contradict the config,
+    # and catching that here beats a Triton load failure (or a wrong reshape) at serving time.
+    trailing = list(shape)[1:]
+    if len(trailing) != len(expected):
+        raise ValueError(f"{what}: ONNX input shape {list(shape)} does not match [N, {', '.join(map(str, expected))}]")
+    for got, want in zip(trailing, expected, strict=True):
+        if isinstance(got, int) and got != want:
+            raise ValueError(f"{what}: ONNX input shape {list(shape)} does not match [N, {', '.join(map(str, expected))}]")
+
+
+def inspect_gbt(onnx_path: Path, n_features: int) -> OnnxBinding:
+    """Binding for the XGBoost classifier converted by onnxmltools (`probabilities` [N, 2], column 1)."""
+    session = _session(onnx_path)
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ValueError(f"{onnx_path}: GBT ONNX must have exactly one input, got {[i.name for i in inputs]}")
+    _check_static_dims(f"{onnx_path}", inputs[0].shape, (n_features,))
+    outputs = {o.name: o for o in session.get_outputs()}
+    if _GBT_PROBA_OUTPUT in outputs:
+        return OnnxBinding(inputs[0].name, _GBT_PROBA_OUTPUT, _GBT_POSITIVE_COLUMN)
+    # Some converters name it differently; a single [N, 2] output is unambiguous too.
+    two_column = [o.name for o in outputs.values() if len(o.shape) == 2 and o.shape[1] == 2]
+    if len(two_column) == 1:
+        return OnnxBinding(inputs[0].name, two_column[0], _GBT_POSITIVE_COLUMN)
+    raise ValueError(f"{onnx_path}: no class-probability output ([N, 2]) among {sorted(outputs)}")
+
+
+def inspect_seq(onnx_path: Path, seq_len: int, seq_features: int) -> OnnxBinding:
+    """Binding for the sequence model: input `sequence` [N, T, F], output `probability` [N, 1] or [N]."""
+    session = _session(onnx_path)
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ValueError(f"{onnx_path}: sequence ONNX must have exactly one input, got {[i.name for i in inputs]}")
+    if inputs[0].name != _SEQ_ONNX_INPUT:
+        raise ValueError(f"{onnx_path}: sequence ONNX input is {inputs[0].name!r}, expected {_SEQ_ONNX_INPUT!r}")
+    _check_static_dims(f"{onnx_path}", inputs[0].shape, (seq_len, seq_features))
+    outputs = [o.name for o in session.get_outputs()]
+    if _SEQ_PROBA_OUTPUT in outputs:
+        return OnnxBinding(inputs[0].name, _SEQ_PROBA_OUTPUT, None)
+    if len(outputs) == 1:
+        return OnnxBinding(inputs[0].name, outputs[0], None)
+    raise ValueError(f"{onnx_path}: no {_SEQ_PROBA_OUTPUT!r} output among {outputs}")
+
+
+def _session(onnx_path: Path) -> ort.InferenceSession:
+    # onnxruntime (a serving dependency) rather than onnx: loading the file here also proves the runtime
+    # that will serve it accepts its opsets, before Triton finds out at load time.
+    import onnxruntime as ort
+
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {onnx_path}")
+    return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+
+
+def adapt_onnx(src: Path, dst: Path, binding: OnnxBinding, *, triton_input: str, triton_output: str) -> None:
+    """Write `src` to `dst` with I/O renamed to the Triton names and the output shaped [N, 1] FP32.
+
+    Needed for the onnxruntime backend (container target), which maps config tensors to ONNX tensors by
+    name and shape. The original nodes are kept; only Identity/Gather/Reshape/Cast are added around them.
+    """
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise RuntimeError("target='container' needs the `onnx` package (extra `train`) to adapt the graphs") from exc
+    import numpy as np
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    original = next((i for i in graph.input if i.name == binding.onnx_input), None)
+    if original is None:
+        raise ValueError(f"{src}: no graph input {binding.onnx_input!r}")
+    if not any(o.name == binding.onnx_output for o in graph.output):
+        raise ValueError(f"{src}: no graph output {binding.onnx_output!r}")
+
+    # Feed the old input name from an Identity instead of renaming it: nested subgraphs (Loop/Scan bodies of
+    # an exported LSTM) may refer to it by name and would otherwise need rewriting too.
+    new_input = onnx.ValueInfoProto()
+    new_input.CopyFrom(original)
+    new_input.name = triton_input
+    graph.input.remove(original)
+    graph.input.insert(0, new_input)
+    # ONNX requires topological node order, so the Identity goes first and the output nodes last.
+    graph.node.insert(0, helper.make_node("Identity", [triton_input], [binding.onnx_input]))
+
+    # Adapter tensor names must not collide with the graph's (an already adapted graph included).
+    taken = {t for n in graph.node for t in (*n.input, *n.output)} | {i.name for i in graph.initializer}
+
+    def fresh(base: str) -> str:
+        name, n = f"triton_adapter_{base}", 0
+        while name in taken:
+            n += 1
+            name = f"triton_adapter_{base}_{n}"
+        taken.add(name)
+        return name
+
+    nodes = []
+    picked = binding.onnx_output
+    if binding.column is not None:
+        column, picked = fresh("column"), fresh("picked")
+        graph.initializer.append(numpy_helper.from_array(np.array([binding.column], np.int64), column))
+        nodes.append(helper.make_node("Gather", [binding.onnx_output, column], [picked], axis=1))
+    shape, reshaped = fresh("shape"), fresh("reshaped")
+    graph.initializer.append(numpy_helper.from_array(np.array([-1, 1], np.int64), shape))
+    nodes.append(helper.make_node("Reshape", [picked, shape], [reshaped]))
+    nodes.append(helper.make_node("Cast", [reshaped], [triton_output], to=TensorProto.FLOAT))
+    graph.node.extend(nodes)
+
+    # Only the renamed tensor stays a graph output: the onnxruntime backend rejects a config that omits a
+    # model output such as onnxmltools' `label`.
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(triton_output, TensorProto.FLOAT, ["N", 1]))
+    if not any(op.domain in ("", "ai.onnx") for op in model.opset_import):
+        # onnxmltools' XGBoost graphs import only ai.onnx.ml; the adapter nodes need the default domain.
+        model.opset_import.append(helper.make_opsetid("", 13))
+
+    onnx.checker.check_model(model)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+
+
+def write_repository(
+    out_dir: Path,
+    gbt_onnx: Path,
+    seq_onnx: Path,
+    *,
+    n_features: int,
+    seq_len: int,
+    seq_features: int,
+    combiner_weights: tuple[float, float] = (0.5, 0.5),
+    version: int = 1,
+    target: str = "local",
+    gpu: bool = False,
+    max_batch_size: int = 4096,
+    max_queue_delay_us: int = 200,
+    default_timeout_us: int = 50_000,
+) -> Path:
+    """Write the four-model repository into `out_dir` and return `out_dir`.
+
+    The four model folders are replaced wholesale (other entries of `out_dir` are left alone) so a rewrite
+    with another `version` never leaves a stale version folder that Triton's "latest" policy would pick.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if gpu and target == "local":
+        raise ValueError("gpu=True needs target='container': the local pytriton binary serves on CPU only")
+    if version < 1:
+        raise ValueError(f"version must be >= 1, got {version}")
+    for label, value in (("n_features", n_features), ("seq_len", seq_len), ("seq_features", seq_features),
+                         ("max_batch_size", max_batch_size)):
+        if value < 1:
+            raise ValueError(f"{label} must be >= 1, got {value}")
+    if max_queue_delay_us < 0 or default_timeout_us < 0:
+        raise ValueError("max_queue_delay_us and default_timeout_us must be >= 0")
+    if len(combiner_weights) != 2:
+        raise ValueError(f"combiner_weights must hold two weights, got {combiner_weights!r}")
+
+    out_dir = Path(out_dir)
+    gbt_binding = inspect_gbt(Path(gbt_onnx), n_features)
+    seq_binding = inspect_seq(Path(seq_onnx), seq_len, seq_features)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for model in (GBT_MODEL, SEQ_MODEL, COMBINER_MODEL, ENSEMBLE_MODEL):
+        shutil.rmtree(out_dir / model, ignore_errors=True)
+
+    common = {
+        "max_batch_size": max_batch_size,
+        "max_queue_delay_us": max_queue_delay_us,
+        "default_timeout_us": default_timeout_us,
+    }
+    onnx_models = (
+        (GBT_MODEL, Path(gbt_onnx), gbt_binding, _Tensor(FEATURES_INPUT, (n_features,)), P_GBT_OUTPUT),
+        (SEQ_MODEL, Path(seq_onnx), seq_binding, _Tensor(SEQUENCE_INPUT, (seq_len, seq_features)), P_SEQ_OUTPUT),
+    )
+    for name, src, binding, tensor_in, output_name in onnx_models:
+        version_dir = out_dir / name / str(version)
+        version_dir.mkdir(parents=True)
+        params = {"version": str(version)}
+        if target == "local":
+            shutil.copyfile(src, version_dir / "model.onnx")
+            shutil.copyfile(ONNX_RUNNER_SOURCE, version_dir / "model.py")
+            params |= {"onnx_input": binding.onnx_input, "onnx_output": binding.onnx_output, "intra_op_threads": "1"}
+            if binding.column is not None:
+                params["onnx_output_column"] = str(binding.column)
+            config = _model_config(
+                name=name, backend="python", platform=None, inputs=[tensor_in], outputs=[_Tensor(output_name, (1,))],
+                instance_kind="KIND_CPU", instance_count=1, params=params, **common,
+            )
+        else:
+            adapt_onnx(src, version_dir / "model.onnx", binding, triton_input=tensor_in.name, triton_output=output_name)
+            params["source_onnx"] = src.name
+            config = _model_config(
+                name=name, backend="onnxruntime", platform="onnxruntime_onnx", inputs=[tensor_in],
+                outputs=[_Tensor(output_name, (1,))], instance_kind="KIND_GPU" if gpu else "KIND_CPU",
+                instance_count=None, params=params, **common,
+            )
+        (out_dir / name / "config.pbtxt").write_text(config)
+
+    combiner_dir = out_dir / COMBINER_MODEL / str(version)
+    combiner_dir.mkdir(parents=True)
+    shutil.copyfile(COMBINER_SOURCE, combiner_dir / "model.py")
+    w_gbt, w_seq = (float(w) for w in combiner_weights)
+    (out_dir / COMBINER_MODEL / "config.pbtxt").write_text(
+        _model_config(
+            name=COMBINER_MODEL, backend="python", platform=None,
+            inputs=[_Tensor(P_GBT_OUTPUT, (1,)), _Tensor(P_SEQ_OUTPUT, (1,))],
+            outputs=[_Tensor(SCORE_OUTPUT, (1,))],
+            # The blend is a handful of flops per row: one CPU instance keeps up on either target.
+            instance_kind="KIND_CPU", instance_count=1,
+            params={"version": str(version), "w_gbt": repr(w_gbt), "w_seq": repr(w_seq)}, **common,
+        )
+    )
+
+    # Triton only loads an ensemble that has a (possibly empty) version folder.
+    (out_dir / ENSEMBLE_MODEL / str(version)).mkdir(parents=True)
+    (out_dir / ENSEMBLE_MODEL / "config.pbtxt").write_text(
+        _ensemble_config(
+            max_batch_size=max_batch_size, version=version, n_features=n_features, seq_len=seq_len,
+            seq_features=seq_features,
+        )
+    )
+    return out_dir

@@ -1,0 +1,74 @@
+"""Process entry of the gateway: `python -m services.gateway`."""
+
+from __future__ import annotations
+
+from scoring.common.logs import configure_logging
+from scoring.common.server import GrpcServer, run_service
+from scoring.v1 import gateway_pb2, gateway_pb2_grpc
+from services.gateway.batcher import MicroBatcher
+from services.gateway.cascade import Cascade, StageShares
+from services.gateway.server import GatewayServicer
+from services.gateway.settings import GatewaySettings
+from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient
+
+
+async def main() -> None:
+    settings = GatewaySettings()
+    configure_logging("gateway", settings.log_level)
+    features = FeatureClient(settings.features_address)
+    filter_client = FilterClient(settings.filter_address)
+    ensemble = EnsembleClient(settings.triton_address, settings.ensemble_model)
+    budget_s = settings.budget_ms / 1e3
+    cascade = Cascade(
+        features,
+        filter_client,
+        ensemble,
+        budget_s,
+        StageShares(settings.features_share, settings.filter_share, settings.ensemble_share),
+    )
+    batcher = MicroBatcher(
+        cascade,
+        max_batch=settings.max_batch_events,
+        batch_wait_us=settings.batch_wait_us,
+        max_inflight_batches=settings.max_inflight_batches,
+        max_queued=settings.max_queued_events,
+    )
+
+    async def warm_up() -> None:
+        # Open every channel and run every model once, so the first client event is not the slow one.
+        # Stages that are down are not waited for: the gateway serves degraded answers until they return.
+        await cascade.warm_up()
+        batcher.start()
+
+    async def on_stop() -> None:
+        await batcher.stop()
+        await features.close()
+        await filter_client.close()
+        await ensemble.close()
+
+    servicer = GatewayServicer(
+        batcher,
+        features,
+        budget_s=budget_s,
+        max_inflight_per_stream=settings.max_inflight_per_stream,
+        max_request_batch=settings.max_request_batch,
+    )
+    server = GrpcServer(
+        "gateway",
+        settings.address,
+        [
+            (
+                servicer,
+                gateway_pb2_grpc.add_GatewayServicer_to_server,
+                gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name,
+            )
+        ],
+        grace_s=settings.shutdown_grace_s,
+        warm_up=warm_up,
+        on_stop=on_stop,
+    )
+    await server.serve()
+
+
+if __name__ == "__main__":
+    run_service(main)

@@ -1,0 +1,161 @@
+"""The cascade: features, then the filter, then the Triton ensemble for the events the filter passes.
+
+Transport-agnostic: it takes a columnar batch and a deadline and returns one outcome per event. Each stage
+gets the smaller of its share of the budget and the time left; a stage that fails or is late degrades the
+answer (with the reason) instead of delaying it. The decision to stop early lives here, not in Triton: an
+ensemble is a fixed graph and cannot skip its heavy models on the filter's output.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scoring import features as F
+from services.feature_service.store import EventBatch
+from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient, FilterResult, StageError
+
+log = logging.getLogger(__name__)
+
+STAGE_FILTER = 1
+STAGE_ENSEMBLE = 2
+STAGE_NONE = 3
+# A stage is not called with less time than this: it could not answer anyway.
+MIN_STAGE_S = 0.0002
+
+
+@dataclass
+class BatchOutcome:
+    """One entry per event of the batch."""
+
+    score: np.ndarray
+    filter_score: np.ndarray
+    stage: np.ndarray
+    degraded_reason: list[str]
+    model_version: list[str]
+    error: list[str] = field(default_factory=list)  # "" when scored
+
+
+@dataclass(frozen=True)
+class StageShares:
+    features: float
+    filter: float
+    ensemble: float
+
+
+class Cascade:
+    def __init__(
+        self,
+        features: FeatureClient,
+        filter_client: FilterClient,
+        ensemble: EnsembleClient,
+        budget_s: float,
+        shares: StageShares,
+    ) -> None:
+        self.features = features
+        self.filter = filter_client
+        self.ensemble = ensemble
+        self.budget_s = budget_s
+        self.shares = shares
+
+    async def warm_up(self, timeout_s: float = 5.0) -> dict[str, str]:
+        """One call to each stage (an empty batch for the feature service: nothing is folded)."""
+        empty = EventBatch([], np.zeros(0, np.int64), [], [], np.zeros(0))
+        zeros = np.zeros((4, len(F.FEATURE_NAMES)), dtype=np.float32)
+        seqs = np.zeros((4, F.SEQ_LEN, len(F.SEQ_FEATURE_NAMES)), dtype=np.float32)
+        calls = {
+            "features": self.features.update_and_get(empty, timeout_s),
+            "filter": self.filter.predict(zeros, False, timeout_s),
+            "ensemble": self.ensemble.score(zeros, seqs, timeout_s),
+        }
+        status = {}
+        for name, call in calls.items():
+            try:
+                await call
+                status[name] = "ok"
+            except StageError as exc:
+                status[name] = exc.reason
+                log.warning("stage not ready at start", extra={"stage": name, "reason": exc.reason})
+        return status
+
+    def _stage_timeout(self, share: float, deadline: float) -> float:
+        left = deadline - time.monotonic()
+        if left < MIN_STAGE_S:
+            raise StageError("budget", "exhausted", f"{left * 1e3:.2f} ms left")
+        return min(left, share * self.budget_s)
+
+    async def score(self, batch: EventBatch, deadline: float) -> BatchOutcome:
+        n = len(batch)
+        reasons = [""] * n
+        versions = [""] * n
+        errors = [""] * n
+
+        # 1. Features (also folds the events into the entities' state).
+        self_contained = False
+        try:
+            timeout = self._stage_timeout(self.shares.features, deadline)
+            features, sequences = await self.features.update_and_get(batch, timeout)
+        except StageError as exc:
+            reasons = [exc.reason] * n
+            self_contained = True
+            features = F.self_contained_features(batch.amount, batch.event_time_us)
+            sequences = np.zeros((n, F.SEQ_LEN, len(F.SEQ_FEATURE_NAMES)), dtype=np.float32)
+
+        # 2. The filter.
+        filtered: FilterResult | None = None
+        filter_reason = ""
+        try:
+            timeout = self._stage_timeout(self.shares.filter, deadline)
+            filtered = await self.filter.predict(features, self_contained, timeout)
+        except StageError as exc:
+            filter_reason = exc.reason
+
+        score = np.zeros(n)
+        filter_score = np.zeros(n)
+        stage = np.full(n, STAGE_NONE, dtype=np.int8)
+        if filtered is not None:
+            filter_score = filtered.scores.astype(np.float64)
+            score[:] = filter_score
+            stage[:] = STAGE_FILTER
+            versions = [filtered.model_version] * n
+            passed = filter_score >= filtered.threshold
+        else:
+            passed = np.ones(n, dtype=bool)
+
+        # 3. The ensemble, only for passed events with real features: on stand-in features it would guess.
+        if self_contained:
+            passed[:] = False
+            if filtered is None:
+                errors = [f"{reasons[0]}+{filter_reason}"] * n
+        if passed.any():
+            idx = np.flatnonzero(passed)
+            try:
+                timeout = self._stage_timeout(self.shares.ensemble, deadline)
+                result = await self.ensemble.score(features[idx], sequences[idx], timeout)
+                score[idx] = np.clip(result.scores, 0.0, 1.0)
+                stage[idx] = STAGE_ENSEMBLE
+                for i in idx:
+                    versions[i] = result.model_version
+            except StageError as exc:
+                for i in idx:
+                    if filtered is None:
+                        errors[i] = f"{filter_reason}+{exc.reason}"
+                    else:
+                        reasons[i] = _join(reasons[i], exc.reason)
+        if filter_reason:
+            reasons = [_join(r, filter_reason) if not e else r for r, e in zip(reasons, errors, strict=True)]
+        return BatchOutcome(
+            score=score,
+            filter_score=filter_score,
+            stage=stage,
+            degraded_reason=reasons,
+            model_version=versions,
+            error=errors,
+        )
+
+
+def _join(a: str, b: str) -> str:
+    return b if not a else f"{a},{b}"

@@ -1,0 +1,212 @@
+"""gRPC servicer of the gateway, the graph's only public API: validate, submit to the batcher, answer.
+
+Every event gets exactly one answer: a score, or an error naming the field (bad input), RESOURCE_EXHAUSTED
+(overload) or UNAVAILABLE (no stage could score it). Unary calls answer errors with a gRPC status; streams
+answer them in the event's response and go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from scoring.v1 import features_pb2, gateway_pb2, gateway_pb2_grpc, types_pb2
+from services.gateway.batcher import MicroBatcher, Outcome, Overloaded, monotonic_deadline
+from services.gateway.stages import FeatureClient, StageError
+from services.gateway.validation import FieldError, validate
+
+log = logging.getLogger(__name__)
+
+_STAGES = {1: types_pb2.STAGE_FILTER, 2: types_pb2.STAGE_ENSEMBLE, 3: types_pb2.STAGE_NONE}
+
+
+def _response(transaction_id: str, outcome: Outcome) -> types_pb2.ScoreResponse:
+    response = types_pb2.ScoreResponse(
+        transaction_id=transaction_id,
+        score=outcome.score,
+        stage=_STAGES[outcome.stage],
+        degraded=bool(outcome.degraded_reason) or bool(outcome.error),
+        degraded_reason=outcome.degraded_reason or outcome.error,
+        model_version=outcome.model_version,
+        filter_score=outcome.filter_score,
+    )
+    if outcome.error:
+        response.error.CopyFrom(
+            types_pb2.EventError(
+                code=code_pb2.UNAVAILABLE, field="", message=f"no stage could score the event: {outcome.error}"
+            )
+        )
+    return response
+
+
+def _error_response(transaction_id: str, code: int, field: str, message: str) -> types_pb2.ScoreResponse:
+    return types_pb2.ScoreResponse(
+        transaction_id=transaction_id,
+        stage=types_pb2.STAGE_NONE,
+        degraded=True,
+        degraded_reason="invalid_argument" if code == code_pb2.INVALID_ARGUMENT else "rejected",
+        error=types_pb2.EventError(code=code, field=field, message=message),
+    )
+
+
+async def _abort_invalid(context: grpc.aio.ServicerContext, exc: FieldError) -> None:
+    violation = error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(exc), details=[detail])
+    )
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
+    def __init__(
+        self,
+        batcher: MicroBatcher,
+        features: FeatureClient,
+        *,
+        budget_s: float,
+        max_inflight_per_stream: int,
+        max_request_batch: int,
+    ) -> None:
+        self.batcher = batcher
+        self.features = features
+        self.budget_s = budget_s
+        self.max_inflight_per_stream = max_inflight_per_stream
+        self.max_request_batch = max_request_batch
+
+    async def Score(
+        self, request: gateway_pb2.ScoreRequest, context: grpc.aio.ServicerContext
+    ) -> types_pb2.ScoreResponse:
+        if not request.HasField("transaction"):
+            await _abort_invalid(context, FieldError("transaction", "is required"))
+        try:
+            event = validate(request.transaction)
+        except FieldError as exc:
+            await _abort_invalid(context, exc)
+        try:
+            future = self.batcher.submit(event, monotonic_deadline(self.budget_s, context.time_remaining()))
+        except Overloaded as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"gateway overloaded: {exc}")
+        outcome = await future
+        if outcome.error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"no stage could score the event: {outcome.error}")
+        return _response(event.transaction_id, outcome)
+
+    async def ScoreStream(
+        self, request_iterator: AsyncIterator[gateway_pb2.ScoreRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[types_pb2.ScoreResponse]:
+        out: asyncio.Queue[types_pb2.ScoreResponse | None] = asyncio.Queue()
+        # Unanswered events of this stream; when full the reader stops reading and gRPC flow control pushes
+        # back on the client.
+        window = asyncio.Semaphore(self.max_inflight_per_stream)
+
+        def answer(txid: str, future: asyncio.Future[Outcome]) -> None:
+            out.put_nowait(_response(txid, future.result()))
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await window.acquire()
+                    txid = request.transaction.transaction_id
+                    try:
+                        event = validate(request.transaction)
+                        future = self.batcher.submit(event, monotonic_deadline(self.budget_s, None))
+                    except FieldError as exc:
+                        out.put_nowait(_error_response(txid, code_pb2.INVALID_ARGUMENT, exc.field, str(exc)))
+                        continue
+                    except Overloaded as exc:
+                        out.put_nowait(_error_response(txid, code_pb2.RESOURCE_EXHAUSTED, "", str(exc)))
+                        continue
+                    future.add_done_callback(lambda f, txid=txid: answer(txid, f))
+            finally:
+                # Wait for every accepted event's answer, then end the stream.
+                for _ in range(self.max_inflight_per_stream):
+                    await window.acquire()
+                out.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                response = await out.get()
+                if response is None:
+                    break
+                yield response
+                window.release()
+            await reader
+        finally:
+            reader.cancel()
+
+    async def ScoreBatchStream(
+        self, request_iterator: AsyncIterator[gateway_pb2.ScoreBatchRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.ScoreBatchResponse]:
+        # Batches are answered in order; up to a few in flight so the client can pipeline.
+        pending: asyncio.Queue[asyncio.Task[gateway_pb2.ScoreBatchResponse] | None] = asyncio.Queue(maxsize=4)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await pending.put(asyncio.create_task(self._score_batch(request)))
+            finally:
+                await pending.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                task = await pending.get()
+                if task is None:
+                    break
+                yield await task
+            await reader
+        finally:
+            reader.cancel()
+
+    async def _score_batch(self, request: gateway_pb2.ScoreBatchRequest) -> gateway_pb2.ScoreBatchResponse:
+        n = len(request.transactions)
+        if n == 0:
+            return gateway_pb2.ScoreBatchResponse(
+                responses=[_error_response("", code_pb2.INVALID_ARGUMENT, "transactions", "batch is empty")]
+            )
+        if n > self.max_request_batch:
+            message = f"transactions: batch of {n} exceeds the maximum of {self.max_request_batch}"
+            return gateway_pb2.ScoreBatchResponse(
+                responses=[
+                    _error_response(tx.transaction_id, code_pb2.INVALID_ARGUMENT, "transactions", message)
+                    for tx in request.transactions
+                ]
+            )
+        deadline = monotonic_deadline(self.budget_s, None)
+        slots: list[types_pb2.ScoreResponse | asyncio.Future[Outcome]] = []
+        for i, tx in enumerate(request.transactions):
+            try:
+                slots.append(self.batcher.submit(validate(tx, f"transactions[{i}]"), deadline))
+            except FieldError as exc:
+                slots.append(_error_response(tx.transaction_id, code_pb2.INVALID_ARGUMENT, exc.field, str(exc)))
+            except Overloaded as exc:
+                slots.append(_error_response(tx.transaction_id, code_pb2.RESOURCE_EXHAUSTED, "", str(exc)))
+        responses = []
+        for tx, slot in zip(request.transactions, slots, strict=True):
+            if isinstance(slot, asyncio.Future):
+                responses.append(_response(tx.transaction_id, await slot))
+            else:
+                responses.append(slot)
+        return gateway_pb2.ScoreBatchResponse(responses=responses)
+
+    async def ReportLabels(
+        self, request: gateway_pb2.ReportLabelsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ReportLabelsResponse:
+        for i, label in enumerate(request.labels):
+            if not label.transaction_id:
+                await _abort_invalid(context, FieldError(f"labels[{i}].transaction_id", "must not be empty"))
+        timeout = context.time_remaining() or 5.0
+        try:
+            ack = await self.features.report_labels(features_pb2.LabelBatch(labels=request.labels), timeout)
+        except StageError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"labels not recorded: {exc}")
+        return gateway_pb2.ReportLabelsResponse(accepted=ack.accepted, unknown=ack.unknown)

@@ -1,0 +1,34 @@
+"""Settings of the gateway (environment prefix GATEWAY_)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from scoring.common.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    port: int = 50051
+    features_address: str = "127.0.0.1:50052"
+    filter_address: str = "127.0.0.1:50053"
+    triton_address: str = "127.0.0.1:8001"
+    ensemble_model: str = "fraud_ensemble"
+    # Each event's budget when the client sets no deadline.
+    budget_ms: float = 10.0
+    # Share of the budget each stage may take at most (the rest is the gateway's own time).
+    features_share: float = 0.3
+    filter_share: float = 0.2
+    ensemble_share: float = 0.45
+    # Micro-batching: a batch closes at this size, or after this wait when a batch is already in flight
+    # (an idle gateway sends a lone event at once).
+    max_batch_events: int = 256
+    batch_wait_us: int = 200
+    max_inflight_batches: int = 4
+    # Back-pressure: events queued for a batch beyond this are refused with RESOURCE_EXHAUSTED.
+    max_queued_events: int = 8192
+    # Events a single stream may have unanswered; past it the gateway stops reading (gRPC flow control).
+    max_inflight_per_stream: int = 2048
+    # Largest ScoreBatchStream message.
+    max_request_batch: int = 4096

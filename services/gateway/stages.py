@@ -1,0 +1,162 @@
+"""Clients of the three downstream stages, each behind one typed interface.
+
+Every call takes the time it may use; a stage that fails raises `StageError` with a reason the client of the
+gateway can act on (`<stage>_timeout`, `<stage>_unavailable`, `<stage>_error`). gRPC's own channel handles
+reconnection when a stage comes back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as triton
+from tritonclient.utils import InferenceServerException
+
+from scoring import features as F
+from scoring.v1 import features_pb2, features_pb2_grpc, filter_pb2, filter_pb2_grpc
+from services.feature_service.store import EventBatch
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # Reconnect quickly after a stage restarts, instead of gRPC's default backoff up to 120 s.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.min_reconnect_backoff_ms", 100),
+]
+
+
+class StageError(Exception):
+    def __init__(self, stage: str, kind: str, detail: str = "") -> None:
+        super().__init__(f"{stage}_{kind}: {detail}")
+        self.stage = stage
+        self.kind = kind
+
+    @property
+    def reason(self) -> str:
+        return f"{self.stage}_{self.kind}"
+
+
+def _from_rpc_error(stage: str, exc: grpc.aio.AioRpcError) -> StageError:
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return StageError(stage, "timeout", exc.details() or "")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return StageError(stage, "unavailable", exc.details() or "")
+    return StageError(stage, "error", f"{code.name}: {exc.details()}")
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    scores: np.ndarray
+    threshold: float
+    model_version: str
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    scores: np.ndarray
+    model_version: str
+
+
+class FeatureClient:
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = features_pb2_grpc.FeatureServiceStub(self.channel)
+
+    async def update_and_get(self, batch: EventBatch, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
+        request = features_pb2.FeatureRequest(
+            transaction_id=batch.transaction_id,
+            event_time_us=batch.event_time_us.tolist(),
+            customer_id=batch.customer_id,
+            terminal_id=batch.terminal_id,
+            amount=batch.amount.tolist(),
+        )
+        try:
+            reply = await self.stub.UpdateAndGet(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _from_rpc_error("features", exc) from exc
+        n = reply.rows
+        if n == 0:
+            return np.zeros((0, len(F.FEATURE_NAMES)), np.float32), np.zeros((0, 0, 0), np.float32)
+        features = np.frombuffer(reply.features, dtype="<f4").reshape(n, len(F.FEATURE_NAMES))
+        sequences = np.frombuffer(reply.sequences, dtype="<f4").reshape(n, reply.seq_len, reply.seq_feature_count)
+        return features, sequences
+
+    async def report_labels(self, labels: features_pb2.LabelBatch, timeout_s: float) -> features_pb2.LabelAck:
+        try:
+            return await self.stub.ReportLabels(labels, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _from_rpc_error("features", exc) from exc
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class FilterClient:
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = filter_pb2_grpc.FilterModelStub(self.channel)
+
+    async def predict(self, features: np.ndarray, self_contained_only: bool, timeout_s: float) -> FilterResult:
+        request = filter_pb2.FilterRequest(
+            rows=features.shape[0],
+            cols=features.shape[1],
+            features=np.ascontiguousarray(features, dtype="<f4").tobytes(),
+            self_contained_only=self_contained_only,
+        )
+        try:
+            reply = await self.stub.Predict(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _from_rpc_error("filter", exc) from exc
+        scores = np.frombuffer(reply.scores, dtype="<f4")
+        return FilterResult(scores=scores, threshold=reply.threshold, model_version=reply.model_version)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class EnsembleClient:
+    """Triton over KServe v2 gRPC. The gateway cuts off on its side (client_timeout) and passes the remaining
+    budget as the request timeout, so Triton drops the request from its queue instead of running stale work."""
+
+    def __init__(self, address: str, model: str) -> None:
+        self.model = model
+        self.client = triton.InferenceServerClient(url=address, channel_args=CHANNEL_OPTIONS)
+
+    async def score(self, features: np.ndarray, sequences: np.ndarray, timeout_s: float) -> EnsembleResult:
+        inputs = [
+            triton.InferInput("FEATURES", list(features.shape), "FP32"),
+            triton.InferInput("SEQUENCE", list(sequences.shape), "FP32"),
+        ]
+        inputs[0].set_data_from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        inputs[1].set_data_from_numpy(np.ascontiguousarray(sequences, dtype=np.float32))
+        try:
+            result = await self.client.infer(
+                self.model,
+                inputs,
+                # All outputs: asking a Triton 2.51 ensemble for a subset fails with "unexpected deadlock".
+                outputs=None,
+                client_timeout=timeout_s,
+                timeout=max(1, int(timeout_s * 1e6)),
+            )
+        except InferenceServerException as exc:
+            status = str(exc.status() or "")
+            if "DEADLINE_EXCEEDED" in status or "Deadline" in str(exc) or "timeout" in str(exc).lower():
+                raise StageError("ensemble", "timeout", str(exc)) from exc
+            if "UNAVAILABLE" in status:
+                raise StageError("ensemble", "unavailable", str(exc)) from exc
+            raise StageError("ensemble", "error", str(exc)) from exc
+        scores = result.as_numpy("SCORE")
+        if scores is None:
+            raise StageError("ensemble", "error", "response has no SCORE")
+        response = result.get_response()
+        return EnsembleResult(
+            scores=scores.reshape(-1).astype(np.float64),
+            model_version=f"{response.model_name}:{response.model_version}",
+        )
+
+    async def close(self) -> None:
+        await self.client.close()

@@ -1,0 +1,68 @@
+"""Validation of client input at the edge: the one place where a field can be refused.
+
+`validate` returns a plain `Event` or raises `FieldError` naming the field path, which the servicer turns into
+INVALID_ARGUMENT (unary) or a per-event error response (streams).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from scoring.v1 import types_pb2
+
+MAX_ID_LENGTH = 256
+MAX_FUTURE_S = 86_400
+
+
+class FieldError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.description = message
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    transaction_id: str
+    event_time_us: int
+    customer_id: str
+    terminal_id: str
+    amount: float
+
+
+def _check_id(value: str, field: str) -> None:
+    if not value:
+        raise FieldError(field, "must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise FieldError(field, f"longer than {MAX_ID_LENGTH} characters")
+    if not value.isprintable():
+        raise FieldError(field, "must be printable text")
+
+
+def validate(tx: types_pb2.Transaction, prefix: str = "transaction", now_s: float | None = None) -> Event:
+    _check_id(tx.transaction_id, f"{prefix}.transaction_id")
+    _check_id(tx.customer_id, f"{prefix}.customer_id")
+    _check_id(tx.terminal_id, f"{prefix}.terminal_id")
+    if not math.isfinite(tx.amount):
+        raise FieldError(f"{prefix}.amount", "must be finite")
+    if tx.amount < 0:
+        raise FieldError(f"{prefix}.amount", "must not be negative")
+    if not tx.HasField("timestamp"):
+        raise FieldError(f"{prefix}.timestamp", "is required (event time)")
+    ts = tx.timestamp
+    if ts.seconds < 0:
+        raise FieldError(f"{prefix}.timestamp", "is before 1970-01-01")
+    if not 0 <= ts.nanos < 1_000_000_000:
+        raise FieldError(f"{prefix}.timestamp", "nanos out of range")
+    now_s = time.time() if now_s is None else now_s
+    if ts.seconds > now_s + MAX_FUTURE_S:
+        raise FieldError(f"{prefix}.timestamp", "is more than a day in the future")
+    return Event(
+        transaction_id=tx.transaction_id,
+        event_time_us=ts.seconds * 1_000_000 + ts.nanos // 1000,
+        customer_id=tx.customer_id,
+        terminal_id=tx.terminal_id,
+        amount=float(tx.amount),
+    )

@@ -1,0 +1,62 @@
+"""`scoring up` as a user runs it: a real process tree, stopped with a real SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _wait_for_line(process: subprocess.Popen[str], word: str, timeout_s: float) -> str:
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    stdout = process.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            if process.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if word in line:
+            return line
+    raise AssertionError(f"no line with {word!r} within {timeout_s} s; output so far:\n{''.join(seen)}")
+
+
+def test_scoring_up_then_sigterm_leaves_no_process_behind(artifacts: Path, tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scoring.cli", "up", "--free-ports", "--artifacts", str(artifacts)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = _wait_for_line(process, "ready", 120)
+        assert "gateway=127.0.0.1:" in line
+        tree = psutil.Process(process.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in tree)
+        for part in ("redis-server", "tritonserver", "services.gateway", "services.filter_model",
+                     "services.feature_service"):
+            assert part in names, f"{part} not started: {names}"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        gone, alive = psutil.wait_procs(tree, timeout=10)
+        assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+    finally:
+        if process.poll() is None:
+            process.kill()
