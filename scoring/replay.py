@@ -43,10 +43,9 @@ class ReplayResult:
         lines = [
             f"events sent {self.sent:,}  answered {self.answered:,}  lost {lost:,}  duplicated {self.duplicates}"
             f"  in {self.elapsed_s:.2f} s ({self.answered / max(self.elapsed_s, 1e-9):,.0f} events/s)",
-            "latency ms  p50 {:.2f}  p90 {:.2f}  p99 {:.2f}  p99.9 {:.2f}  max {:.2f}".format(
-                self.percentile_ms(50), self.percentile_ms(90), self.percentile_ms(99),
-                self.percentile_ms(99.9), self.latency_us.get_max_value() / 1e3,
-            ),
+            "latency ms  "
+            + "  ".join(f"p{p:g} {self.percentile_ms(p):.2f}" for p in (50, 90, 99, 99.9))
+            + f"  max {self.latency_us.get_max_value() / 1e3:.2f}",
             "decided by  " + "  ".join(f"{k} {v:,} ({v / max(self.answered, 1):.1%})" for k, v in
                                        sorted(self.stages.items())),
         ]

@@ -79,7 +79,9 @@ def _tensors(key: str, tensors: Sequence[_Tensor]) -> str:
     entries = []
     for tensor in tensors:
         dims = ", ".join(str(d) for d in tensor.dims)
-        entries.append(f"  {{\n    name: {_quote(tensor.name)}\n    data_type: TYPE_FP32\n    dims: [ {dims} ]\n  }}")
+        entries.append(
+            f"  {{\n    name: {_quote(tensor.name)}\n    data_type: TYPE_FP32\n    dims: [ {dims} ]\n  }}"
+        )
     return f"{key} [\n" + ",\n".join(entries) + "\n]\n"
 
 
@@ -90,19 +92,20 @@ def _parameters(params: dict[str, str]) -> str:
     )
 
 
-def _dynamic_batching(max_queue_delay_us: int, default_timeout_us: int) -> str:
-    # REJECT + allow_timeout_override: a request whose remaining budget (sent per request by the client)
-    # runs out while queued is dropped by Triton instead of being computed for nobody.
-    return (
-        "dynamic_batching {\n"
-        f"  max_queue_delay_microseconds: {max_queue_delay_us}\n"
-        "  default_queue_policy {\n"
-        "    timeout_action: REJECT\n"
-        f"    default_timeout_microseconds: {default_timeout_us}\n"
-        "    allow_timeout_override: true\n"
-        "  }\n"
-        "}\n"
-    )
+def _dynamic_batching(max_queue_delay_us: int, default_timeout_us: int, queue_policy: bool) -> str:
+    text = f"dynamic_batching {{\n  max_queue_delay_microseconds: {max_queue_delay_us}\n"
+    if queue_policy:
+        # REJECT + allow_timeout_override: a request whose remaining budget (sent per request by the client;
+        # Triton only lets it shorten the default) runs out while queued is dropped by Triton instead of
+        # being computed for nobody.
+        text += (
+            "  default_queue_policy {\n"
+            "    timeout_action: REJECT\n"
+            f"    default_timeout_microseconds: {default_timeout_us}\n"
+            "    allow_timeout_override: true\n"
+            "  }\n"
+        )
+    return text + "}\n"
 
 
 def _instance_group(kind: str, count: int | None) -> str:
@@ -122,6 +125,7 @@ def _model_config(
     instance_count: int | None,
     max_queue_delay_us: int,
     default_timeout_us: int,
+    queue_policy: bool,
     params: dict[str, str],
 ) -> str:
     text = f"name: {_quote(name)}\n"
@@ -132,7 +136,7 @@ def _model_config(
     text += f"max_batch_size: {max_batch_size}\n"
     text += _tensors("input", inputs) + _tensors("output", outputs)
     text += _instance_group(instance_kind, instance_count)
-    text += _dynamic_batching(max_queue_delay_us, default_timeout_us)
+    text += _dynamic_batching(max_queue_delay_us, default_timeout_us, queue_policy)
     text += _parameters(params)
     return text
 
@@ -154,7 +158,7 @@ def _ensemble_config(
             step(COMBINER_MODEL, [P_GBT_OUTPUT, P_SEQ_OUTPUT], [SCORE_OUTPUT]),
         ]
     )
-    text = f"name: {_quote(ENSEMBLE_MODEL)}\nplatform: \"ensemble\"\nmax_batch_size: {max_batch_size}\n"
+    text = f'name: {_quote(ENSEMBLE_MODEL)}\nplatform: "ensemble"\nmax_batch_size: {max_batch_size}\n'
     text += _tensors(
         "input", [_Tensor(FEATURES_INPUT, (n_features,)), _Tensor(SEQUENCE_INPUT, (seq_len, seq_features))]
     )
@@ -169,10 +173,14 @@ def _check_static_dims(what: str, shape: Sequence[object], expected: Sequence[in
     # and catching that here beats a Triton load failure (or a wrong reshape) at serving time.
     trailing = list(shape)[1:]
     if len(trailing) != len(expected):
-        raise ValueError(f"{what}: ONNX input shape {list(shape)} does not match [N, {', '.join(map(str, expected))}]")
+        raise ValueError(
+            f"{what}: ONNX input shape {list(shape)} does not match [N, {', '.join(map(str, expected))}]"
+        )
     for got, want in zip(trailing, expected, strict=True):
         if isinstance(got, int) and got != want:
-            raise ValueError(f"{what}: ONNX input shape {list(shape)} does not match [N, {', '.join(map(str, expected))}]")
+            raise ValueError(
+                f"{what}: ONNX input shape {list(shape)} does not match [N, {', '.join(map(str, expected))}]"
+            )
 
 
 def inspect_gbt(onnx_path: Path, n_features: int) -> OnnxBinding:
@@ -197,9 +205,13 @@ def inspect_seq(onnx_path: Path, seq_len: int, seq_features: int) -> OnnxBinding
     session = _session(onnx_path)
     inputs = session.get_inputs()
     if len(inputs) != 1:
-        raise ValueError(f"{onnx_path}: sequence ONNX must have exactly one input, got {[i.name for i in inputs]}")
+        raise ValueError(
+            f"{onnx_path}: sequence ONNX must have exactly one input, got {[i.name for i in inputs]}"
+        )
     if inputs[0].name != _SEQ_ONNX_INPUT:
-        raise ValueError(f"{onnx_path}: sequence ONNX input is {inputs[0].name!r}, expected {_SEQ_ONNX_INPUT!r}")
+        raise ValueError(
+            f"{onnx_path}: sequence ONNX input is {inputs[0].name!r}, expected {_SEQ_ONNX_INPUT!r}"
+        )
     _check_static_dims(f"{onnx_path}", inputs[0].shape, (seq_len, seq_features))
     outputs = [o.name for o in session.get_outputs()]
     if _SEQ_PROBA_OUTPUT in outputs:
@@ -229,7 +241,9 @@ def adapt_onnx(src: Path, dst: Path, binding: OnnxBinding, *, triton_input: str,
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise RuntimeError("target='container' needs the `onnx` package (extra `train`) to adapt the graphs") from exc
+        raise RuntimeError(
+            "target='container' needs the `onnx` package (extra `train`) to adapt the graphs"
+        ) from exc
     import numpy as np
 
     model = onnx.load(str(src))
@@ -301,11 +315,19 @@ def write_repository(
     max_batch_size: int = 4096,
     max_queue_delay_us: int = 200,
     default_timeout_us: int = 50_000,
+    queue_policy: bool = True,
 ) -> Path:
     """Write the four-model repository into `out_dir` and return `out_dir`.
 
     The four model folders are replaced wholesale (other entries of `out_dir` are left alone) so a rewrite
     with another `version` never leaves a stale version folder that Triton's "latest" policy would pick.
+
+    `queue_policy=False` drops the `default_queue_policy` block (and with it per-request queue timeouts).
+    Measured with the pytriton build (Triton 2.51) and kept as an escape hatch: any timeout policy makes
+    Triton's dynamic batcher stop prefetching payloads, and a request that arrives while the model's
+    instance is busy can then sit until the batcher's 500 ms idle poll (rejected once past its timeout);
+    an ensemble request rejected that way also stays counted as in flight, so a graceful shutdown waits
+    the whole --exit-timeout-secs.
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -313,8 +335,12 @@ def write_repository(
         raise ValueError("gpu=True needs target='container': the local pytriton binary serves on CPU only")
     if version < 1:
         raise ValueError(f"version must be >= 1, got {version}")
-    for label, value in (("n_features", n_features), ("seq_len", seq_len), ("seq_features", seq_features),
-                         ("max_batch_size", max_batch_size)):
+    for label, value in (
+        ("n_features", n_features),
+        ("seq_len", seq_len),
+        ("seq_features", seq_features),
+        ("max_batch_size", max_batch_size),
+    ):
         if value < 1:
             raise ValueError(f"{label} must be >= 1, got {value}")
     if max_queue_delay_us < 0 or default_timeout_us < 0:
@@ -334,10 +360,17 @@ def write_repository(
         "max_batch_size": max_batch_size,
         "max_queue_delay_us": max_queue_delay_us,
         "default_timeout_us": default_timeout_us,
+        "queue_policy": queue_policy,
     }
     onnx_models = (
         (GBT_MODEL, Path(gbt_onnx), gbt_binding, _Tensor(FEATURES_INPUT, (n_features,)), P_GBT_OUTPUT),
-        (SEQ_MODEL, Path(seq_onnx), seq_binding, _Tensor(SEQUENCE_INPUT, (seq_len, seq_features)), P_SEQ_OUTPUT),
+        (
+            SEQ_MODEL,
+            Path(seq_onnx),
+            seq_binding,
+            _Tensor(SEQUENCE_INPUT, (seq_len, seq_features)),
+            P_SEQ_OUTPUT,
+        ),
     )
     for name, src, binding, tensor_in, output_name in onnx_models:
         version_dir = out_dir / name / str(version)
@@ -346,20 +379,43 @@ def write_repository(
         if target == "local":
             shutil.copyfile(src, version_dir / "model.onnx")
             shutil.copyfile(ONNX_RUNNER_SOURCE, version_dir / "model.py")
-            params |= {"onnx_input": binding.onnx_input, "onnx_output": binding.onnx_output, "intra_op_threads": "1"}
+            params |= {
+                "onnx_input": binding.onnx_input,
+                "onnx_output": binding.onnx_output,
+                "intra_op_threads": "1",
+            }
             if binding.column is not None:
                 params["onnx_output_column"] = str(binding.column)
             config = _model_config(
-                name=name, backend="python", platform=None, inputs=[tensor_in], outputs=[_Tensor(output_name, (1,))],
-                instance_kind="KIND_CPU", instance_count=1, params=params, **common,
+                name=name,
+                backend="python",
+                platform=None,
+                inputs=[tensor_in],
+                outputs=[_Tensor(output_name, (1,))],
+                instance_kind="KIND_CPU",
+                instance_count=1,
+                params=params,
+                **common,
             )
         else:
-            adapt_onnx(src, version_dir / "model.onnx", binding, triton_input=tensor_in.name, triton_output=output_name)
+            adapt_onnx(
+                src,
+                version_dir / "model.onnx",
+                binding,
+                triton_input=tensor_in.name,
+                triton_output=output_name,
+            )
             params["source_onnx"] = src.name
             config = _model_config(
-                name=name, backend="onnxruntime", platform="onnxruntime_onnx", inputs=[tensor_in],
-                outputs=[_Tensor(output_name, (1,))], instance_kind="KIND_GPU" if gpu else "KIND_CPU",
-                instance_count=None, params=params, **common,
+                name=name,
+                backend="onnxruntime",
+                platform="onnxruntime_onnx",
+                inputs=[tensor_in],
+                outputs=[_Tensor(output_name, (1,))],
+                instance_kind="KIND_GPU" if gpu else "KIND_CPU",
+                instance_count=None,
+                params=params,
+                **common,
             )
         (out_dir / name / "config.pbtxt").write_text(config)
 
@@ -369,12 +425,16 @@ def write_repository(
     w_gbt, w_seq = (float(w) for w in combiner_weights)
     (out_dir / COMBINER_MODEL / "config.pbtxt").write_text(
         _model_config(
-            name=COMBINER_MODEL, backend="python", platform=None,
+            name=COMBINER_MODEL,
+            backend="python",
+            platform=None,
             inputs=[_Tensor(P_GBT_OUTPUT, (1,)), _Tensor(P_SEQ_OUTPUT, (1,))],
             outputs=[_Tensor(SCORE_OUTPUT, (1,))],
             # The blend is a handful of flops per row: one CPU instance keeps up on either target.
-            instance_kind="KIND_CPU", instance_count=1,
-            params={"version": str(version), "w_gbt": repr(w_gbt), "w_seq": repr(w_seq)}, **common,
+            instance_kind="KIND_CPU",
+            instance_count=1,
+            params={"version": str(version), "w_gbt": repr(w_gbt), "w_seq": repr(w_seq)},
+            **common,
         )
     )
 
@@ -382,7 +442,10 @@ def write_repository(
     (out_dir / ENSEMBLE_MODEL / str(version)).mkdir(parents=True)
     (out_dir / ENSEMBLE_MODEL / "config.pbtxt").write_text(
         _ensemble_config(
-            max_batch_size=max_batch_size, version=version, n_features=n_features, seq_len=seq_len,
+            max_batch_size=max_batch_size,
+            version=version,
+            n_features=n_features,
+            seq_len=seq_len,
             seq_features=seq_features,
         )
     )

@@ -70,7 +70,9 @@ def find_triton() -> TritonPaths:
         if not path.exists()
     ]
     if missing:
-        raise TritonNotFoundError(f"incomplete nvidia-pytriton installation under {package_dir}: missing " + "; ".join(missing))
+        raise TritonNotFoundError(
+            f"incomplete nvidia-pytriton installation under {package_dir}: missing " + "; ".join(missing)
+        )
     return paths
 
 
@@ -107,14 +109,16 @@ def prepare_backends(work_dir: Path) -> Path:
 
 
 def triton_environment(paths: TritonPaths, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for tritonserver: bundled libraries on LD_LIBRARY_PATH, this interpreter's bin first on PATH.
+    """Environment for tritonserver: bundled libs on LD_LIBRARY_PATH, this interpreter's bin first on PATH.
 
     The Python-backend stub resolves its packages (numpy, onnxruntime) through the first `python3` on PATH,
     so the virtualenv's bin must win over the system one. sys.executable is not resolved on purpose: the
     venv's python is a symlink, and following it would land in the base interpreter without the packages.
     """
     env = dict(os.environ if base is None else base)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(paths.libs_dir), env.get("LD_LIBRARY_PATH", "")) if p)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (str(paths.libs_dir), env.get("LD_LIBRARY_PATH", "")) if p
+    )
     env["PATH"] = os.pathsep.join(p for p in (os.path.dirname(sys.executable), env.get("PATH", "")) if p)
     return env
 
@@ -171,7 +175,9 @@ async def wait_ready(url: str, timeout_s: float, *, alive: Callable[[], bool] | 
                 raise RuntimeError(f"Triton at {url} exited before becoming ready (last poll: {last_error})")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"Triton at {url} not ready within {timeout_s:.1f}s (last poll: {last_error})")
+                raise TimeoutError(
+                    f"Triton at {url} not ready within {timeout_s:.1f}s (last poll: {last_error})"
+                )
             per_call = max(0.1, min(2.0, remaining))
             try:
                 if await client.is_server_ready(client_timeout=per_call):

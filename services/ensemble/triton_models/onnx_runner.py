@@ -45,7 +45,9 @@ class TritonPythonModel:
         options.intra_op_num_threads = int(params.get("intra_op_threads", "1"))
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx"))
+        path = os.path.join(
+            args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx")
+        )
         self._session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
 
         names = {i.name for i in self._session.get_inputs()}
@@ -58,6 +60,14 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"{self._model_name}: ONNX output {self._onnx_output!r} not in {sorted(outputs)}"
             )
+
+        # ORT's first run allocates and plans (~50 ms here); paying it at load keeps it out of the first
+        # real request's latency budget, and a model that cannot run fails the load instead of a request.
+        dims = [d if d > 0 else 1 for d in config["input"][0]["dims"]]
+        if config.get("max_batch_size", 0) > 0:
+            dims = [1, *dims]
+        warmup = np.zeros(dims, dtype=np.float32)
+        self._select(self._session.run([self._onnx_output], {self._onnx_input: warmup})[0], warmup.shape[0])
 
     def _select(self, raw: np.ndarray, rows: int) -> np.ndarray:
         flat = np.asarray(raw).reshape(rows, -1)

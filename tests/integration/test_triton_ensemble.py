@@ -1,0 +1,514 @@
+"""Integration test of the Triton ensemble stage (feature service -> **Triton fraud_ensemble**).
+
+Trains two tiny real models (XGBoost -> onnxmltools, LogisticRegression over a flattened event window ->
+skl2onnx wrapped to take `sequence` [N, T, F]), writes the local repository, starts the real tritonserver
+bundled with nvidia-pytriton through `python -m services.ensemble.triton`, and checks the ensemble over
+gRPC against onnxruntime run directly in the test. A fast part checks that both targets' configs parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import pytest_asyncio
+import tritonclient.grpc.aio as grpcclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
+
+from services.ensemble.repository import (
+    COMBINER_MODEL,
+    ENSEMBLE_MODEL,
+    GBT_MODEL,
+    SEQ_MODEL,
+    OnnxBinding,
+    adapt_onnx,
+    write_repository,
+)
+from services.ensemble.triton import wait_ready
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+N_FEATURES = 15
+SEQ_LEN = 8
+SEQ_FEATURES = 4
+WEIGHTS = (0.7, 0.3)
+VERSION = 2  # not 1, so a default version cannot pass for the configured one
+READY_TIMEOUT_S = 120.0
+# Queue timeout of the live server's models. Larger than the 50 ms default on purpose: with any queue policy
+# Triton 2.51 stops prefetching payloads, and a request that arrives while an instance is busy can wait out
+# the dynamic batcher's 500 ms idle poll (about 1 burst in 30 on this 2-core box) and be rejected. The
+# override path (clients may only shorten it) is still exercised by the timeout test below.
+LIVE_DEFAULT_TIMEOUT_US = 2_000_000
+# Draining waits for in-flight requests; an ensemble request rejected by a composing model's queue policy
+# stays counted as in flight in Triton 2.51, so the default 30 s drain would always run out in teardown.
+EXIT_TIMEOUT_S = 3
+
+
+@dataclass(frozen=True)
+class OnnxModels:
+    gbt: Path
+    seq: Path
+
+
+def _gbt_onnx(path: Path, rng: np.random.Generator) -> Path:
+    import onnxmltools
+    import xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    x = rng.normal(size=(2000, N_FEATURES)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 3] - x[:, 7] + 0.3 * rng.normal(size=len(x)) > 0).astype(np.int64)
+    model = xgboost.XGBClassifier(n_estimators=20, max_depth=3, learning_rate=0.3)
+    model.fit(x, y)
+    # Opset 15 is the highest the installed onnxmltools XGBoost converter supports.
+    onx = onnxmltools.convert_xgboost(
+        model, initial_types=[("features", FloatTensorType([None, N_FEATURES]))], target_opset=15
+    )
+    path.write_bytes(onx.SerializeToString())
+    return path
+
+
+def _seq_onnx(path: Path, rng: np.random.Generator) -> Path:
+    """A fitted LogisticRegression on the flattened window, wrapped to the LSTM export's interface."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LogisticRegression
+
+    flat_dim = SEQ_LEN * SEQ_FEATURES
+    x = rng.normal(size=(2000, SEQ_LEN, SEQ_FEATURES)).astype(np.float32)
+    y = (x[:, :, 0].mean(axis=1) * 3 + x[:, -1, 2] + 0.3 * rng.normal(size=len(x)) > 0).astype(np.int64)
+    clf = LogisticRegression(max_iter=500).fit(x.reshape(len(x), flat_dim), y)
+    onx = convert_sklearn(
+        clf,
+        initial_types=[("flat", FloatTensorType([None, flat_dim]))],
+        options={id(clf): {"zipmap": False}},
+        target_opset={"": 15, "ai.onnx.ml": 3},
+    )
+    graph = onx.graph
+    old_input = graph.input[0]
+    graph.input.remove(old_input)
+    graph.input.insert(
+        0, helper.make_tensor_value_info("sequence", TensorProto.FLOAT, ["N", SEQ_LEN, SEQ_FEATURES])
+    )
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([-1, flat_dim], np.int64), "flat_shape"),
+            numpy_helper.from_array(np.array(1, np.int64), "positive_class"),
+        ]
+    )
+    graph.node.insert(0, helper.make_node("Reshape", ["sequence", "flat_shape"], [old_input.name]))
+    # Scalar index: the output is [N], the squeezed variant of the LSTM export's [N, 1].
+    graph.node.append(
+        helper.make_node("Gather", ["probabilities", "positive_class"], ["probability"], axis=1)
+    )
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["N"]))
+    onnx.checker.check_model(onx)
+    path.write_bytes(onx.SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> OnnxModels:
+    out = tmp_path_factory.mktemp("onnx")
+    rng = np.random.default_rng(7)
+    return OnnxModels(gbt=_gbt_onnx(out / "gbt.onnx", rng), seq=_seq_onnx(out / "seq.onnx", rng))
+
+
+def _reference(models: OnnxModels, features: np.ndarray, sequence: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(score, p_gbt, p_seq) computed with onnxruntime directly, each [N]."""
+    gbt = ort.InferenceSession(str(models.gbt), providers=["CPUExecutionProvider"])
+    seq = ort.InferenceSession(str(models.seq), providers=["CPUExecutionProvider"])
+    p_gbt = gbt.run(["probabilities"], {"features": features})[0][:, 1]
+    p_seq = seq.run(["probability"], {"sequence": sequence})[0].reshape(-1)
+    return WEIGHTS[0] * p_gbt + WEIGHTS[1] * p_seq, p_gbt, p_seq
+
+
+def _inputs(features: np.ndarray, sequence: np.ndarray) -> list[grpcclient.InferInput]:
+    f = grpcclient.InferInput("FEATURES", list(features.shape), "FP32")
+    f.set_data_from_numpy(features)
+    s = grpcclient.InferInput("SEQUENCE", list(sequence.shape), "FP32")
+    s.set_data_from_numpy(sequence)
+    return [f, s]
+
+
+def _rows(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    features = rng.normal(size=(n, N_FEATURES)).astype(np.float32)
+    sequence = rng.normal(size=(n, SEQ_LEN, SEQ_FEATURES)).astype(np.float32)
+    return features, sequence
+
+
+def _parse_config(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+# --------------------------------------------------------------------------- fast: configs and adapters
+
+
+@pytest.mark.parametrize("target", ["local", "container"])
+def test_repository_configs_parse(onnx_models: OnnxModels, tmp_path: Path, target: str) -> None:
+    repo = write_repository(
+        tmp_path / "repo",
+        onnx_models.gbt,
+        onnx_models.seq,
+        n_features=N_FEATURES,
+        seq_len=SEQ_LEN,
+        seq_features=SEQ_FEATURES,
+        combiner_weights=WEIGHTS,
+        version=VERSION,
+        target=target,
+        gpu=target == "container",
+    )
+    configs = {
+        m: _parse_config(repo / m / "config.pbtxt")
+        for m in (GBT_MODEL, SEQ_MODEL, COMBINER_MODEL, ENSEMBLE_MODEL)
+    }
+    for name, config in configs.items():
+        assert config.name == name
+        assert config.max_batch_size == 4096
+        assert config.parameters["version"].string_value == str(VERSION)
+        assert (repo / name / str(VERSION)).is_dir()
+
+    io = {
+        m: ([(t.name, list(t.dims)) for t in c.input], [(t.name, list(t.dims)) for t in c.output])
+        for m, c in configs.items()
+    }
+    assert io[GBT_MODEL] == ([("FEATURES", [N_FEATURES])], [("P_GBT", [1])])
+    assert io[SEQ_MODEL] == ([("SEQUENCE", [SEQ_LEN, SEQ_FEATURES])], [("P_SEQ", [1])])
+    assert io[COMBINER_MODEL] == ([("P_GBT", [1]), ("P_SEQ", [1])], [("SCORE", [1])])
+    assert io[ENSEMBLE_MODEL] == (
+        [("FEATURES", [N_FEATURES]), ("SEQUENCE", [SEQ_LEN, SEQ_FEATURES])],
+        [("SCORE", [1]), ("P_GBT", [1]), ("P_SEQ", [1])],
+    )
+    for name in (GBT_MODEL, SEQ_MODEL, COMBINER_MODEL):
+        for t in (*configs[name].input, *configs[name].output):
+            assert t.data_type == model_config_pb2.TYPE_FP32
+        batching = configs[name].dynamic_batching
+        assert batching.max_queue_delay_microseconds == 200
+        policy = batching.default_queue_policy
+        assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+        assert policy.default_timeout_microseconds == 50_000
+        assert policy.allow_timeout_override
+
+    ensemble = configs[ENSEMBLE_MODEL]
+    assert ensemble.platform == "ensemble"
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [GBT_MODEL, SEQ_MODEL, COMBINER_MODEL]
+    assert all(s.model_version == VERSION for s in ensemble.ensemble_scheduling.step)
+    combiner = configs[COMBINER_MODEL]
+    assert combiner.backend == "python"
+    assert float(combiner.parameters["w_gbt"].string_value) == WEIGHTS[0]
+    assert float(combiner.parameters["w_seq"].string_value) == WEIGHTS[1]
+
+    if target == "local":
+        for name in (GBT_MODEL, SEQ_MODEL):
+            config = configs[name]
+            assert config.backend == "python"
+            assert [(g.kind, g.count) for g in config.instance_group] == [
+                (model_config_pb2.ModelInstanceGroup.KIND_CPU, 1)
+            ]
+            assert (repo / name / str(VERSION) / "model.py").is_file()
+        assert configs[GBT_MODEL].parameters["onnx_output"].string_value == "probabilities"
+        assert configs[GBT_MODEL].parameters["onnx_output_column"].string_value == "1"
+        assert configs[SEQ_MODEL].parameters["onnx_input"].string_value == "sequence"
+        assert "onnx_output_column" not in configs[SEQ_MODEL].parameters
+    else:
+        for name in (GBT_MODEL, SEQ_MODEL):
+            config = configs[name]
+            assert (config.platform, config.backend) == ("onnxruntime_onnx", "onnxruntime")
+            assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+            assert not (repo / name / str(VERSION) / "model.py").exists()
+
+
+def test_container_onnx_adapter_matches_source(onnx_models: OnnxModels, tmp_path: Path) -> None:
+    """The onnxruntime backend binds by tensor name: the adapted graphs must expose the Triton names."""
+    repo = write_repository(
+        tmp_path / "repo",
+        onnx_models.gbt,
+        onnx_models.seq,
+        n_features=N_FEATURES,
+        seq_len=SEQ_LEN,
+        seq_features=SEQ_FEATURES,
+        combiner_weights=WEIGHTS,
+        target="container",
+        gpu=False,
+    )
+    assert [g.kind for g in _parse_config(repo / GBT_MODEL / "config.pbtxt").instance_group] == [
+        model_config_pb2.ModelInstanceGroup.KIND_CPU
+    ]
+    features, sequence = _rows(np.random.default_rng(1), 33)
+    _, p_gbt, p_seq = _reference(onnx_models, features, sequence)
+    for model, feed, expected, out in (
+        (GBT_MODEL, {"FEATURES": features}, p_gbt, "P_GBT"),
+        (SEQ_MODEL, {"SEQUENCE": sequence}, p_seq, "P_SEQ"),
+    ):
+        session = ort.InferenceSession(
+            str(repo / model / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
+        assert [o.name for o in session.get_outputs()] == [out]
+        got = session.run(None, feed)[0]
+        assert got.shape == (33, 1) and got.dtype == np.float32
+        np.testing.assert_allclose(got[:, 0], expected, atol=1e-6)
+
+    # The [N, 1] output variant of the sequence export goes through the same adapter.
+    wide = tmp_path / "seq_n1.onnx"
+    adapt_onnx(
+        onnx_models.seq,
+        wide,
+        OnnxBinding("sequence", "probability", None),
+        triton_input="sequence_in",
+        triton_output="probability_n1",
+    )
+    again = tmp_path / "seq_n1_again.onnx"
+    adapt_onnx(
+        wide,
+        again,
+        OnnxBinding("sequence_in", "probability_n1", None),
+        triton_input="SEQUENCE",
+        triton_output="P_SEQ",
+    )
+    got = ort.InferenceSession(str(again), providers=["CPUExecutionProvider"]).run(
+        None, {"SEQUENCE": sequence}
+    )[0]
+    np.testing.assert_allclose(got[:, 0], p_seq, atol=1e-6)
+
+
+def test_queue_policy_can_be_left_out(onnx_models: OnnxModels, tmp_path: Path) -> None:
+    repo = write_repository(
+        tmp_path / "repo",
+        onnx_models.gbt,
+        onnx_models.seq,
+        n_features=N_FEATURES,
+        seq_len=SEQ_LEN,
+        seq_features=SEQ_FEATURES,
+        queue_policy=False,
+        max_queue_delay_us=500,
+    )
+    for name in (GBT_MODEL, SEQ_MODEL, COMBINER_MODEL):
+        batching = _parse_config(repo / name / "config.pbtxt").dynamic_batching
+        assert batching.max_queue_delay_microseconds == 500
+        assert not batching.HasField("default_queue_policy")
+
+
+def test_write_repository_rejects_mismatched_dims(onnx_models: OnnxModels, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not match"):
+        write_repository(
+            tmp_path / "repo",
+            onnx_models.gbt,
+            onnx_models.seq,
+            n_features=14,
+            seq_len=SEQ_LEN,
+            seq_features=SEQ_FEATURES,
+        )
+    with pytest.raises(ValueError, match="target"):
+        write_repository(
+            tmp_path / "repo",
+            onnx_models.gbt,
+            onnx_models.seq,
+            n_features=N_FEATURES,
+            seq_len=SEQ_LEN,
+            seq_features=SEQ_FEATURES,
+            target="cloud",
+        )
+
+
+# --------------------------------------------------------------------------- real tritonserver
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    models: OnnxModels
+    log: Path
+    ready_s: float
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate, wait, kill: the server runs in its own process group so its backend stubs die with it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=EXIT_TIMEOUT_S + 10)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    # Also reached when tritonserver already exited: stubs it left behind share its process group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def triton_server(
+    onnx_models: OnnxModels, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Server]:
+    work = tmp_path_factory.mktemp("triton")
+    repo = write_repository(
+        work / "repo",
+        onnx_models.gbt,
+        onnx_models.seq,
+        n_features=N_FEATURES,
+        seq_len=SEQ_LEN,
+        seq_features=SEQ_FEATURES,
+        combiner_weights=WEIGHTS,
+        version=VERSION,
+        default_timeout_us=LIVE_DEFAULT_TIMEOUT_US,
+    )
+    grpc_port, http_port, metrics_port = _free_port(), _free_port(), _free_port()
+    log = work / "tritonserver.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "services.ensemble.triton",
+        "--model-repository",
+        str(repo),
+        "--work-dir",
+        str(work),
+        "--grpc-port",
+        str(grpc_port),
+        "--http-port",
+        str(http_port),
+        "--metrics-port",
+        str(metrics_port),
+        "--",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+    ]
+    with log.open("wb") as log_file:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        url = f"127.0.0.1:{grpc_port}"
+        try:
+            await wait_ready(url, READY_TIMEOUT_S, alive=lambda: proc.poll() is None)
+        except (TimeoutError, RuntimeError):
+            print(log.read_text(errors="replace")[-6000:])
+            raise
+        ready_s = time.monotonic() - started
+        print(
+            f"\ntritonserver ready in {ready_s:.2f}s (exec + model load, {len(list(repo.iterdir()))} models)"
+        )
+        yield Server(url=url, models=onnx_models, log=log, ready_s=ready_s)
+    finally:
+        _stop(proc)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(triton_server: Server) -> AsyncIterator[grpcclient.InferenceServerClient]:
+    c = grpcclient.InferenceServerClient(triton_server.url)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def _outputs(result: grpcclient.InferResult) -> dict[str, np.ndarray]:
+    return {name: result.as_numpy(name) for name in ("SCORE", "P_GBT", "P_SEQ")}
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_ensemble_batch_of_64_matches_onnxruntime(
+    triton_server: Server, client: grpcclient.InferenceServerClient
+) -> None:
+    features, sequence = _rows(np.random.default_rng(2), 64)
+    score, p_gbt, p_seq = _reference(triton_server.models, features, sequence)
+    result = await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), client_timeout=30)
+    out = _outputs(result)
+    for name, expected in (("SCORE", score), ("P_GBT", p_gbt), ("P_SEQ", p_seq)):
+        assert out[name].shape == (64, 1) and out[name].dtype == np.float32
+        np.testing.assert_allclose(out[name][:, 0], expected, atol=1e-5, err_msg=name)
+    response = result.get_response()
+    assert response.model_name == ENSEMBLE_MODEL
+    assert response.model_version == str(VERSION)
+    # The signal is real: the blended score is not a constant.
+    assert float(np.std(out["SCORE"])) > 0.05
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_concurrent_small_requests_are_batched_and_correct(
+    triton_server: Server, client: grpcclient.InferenceServerClient
+) -> None:
+    rng = np.random.default_rng(3)
+    batches = [_rows(rng, 4) for _ in range(8)]
+
+    async def timed(call: Awaitable[grpcclient.InferResult]) -> tuple[grpcclient.InferResult, float]:
+        started = time.monotonic()
+        return await call, time.monotonic() - started
+
+    before = await client.get_inference_statistics(GBT_MODEL, as_json=True)
+    timed_results = await asyncio.gather(
+        *(timed(client.infer(ENSEMBLE_MODEL, _inputs(f, s), client_timeout=30)) for f, s in batches)
+    )
+    results = [r for r, _ in timed_results]
+    after = await client.get_inference_statistics(GBT_MODEL, as_json=True)
+    for (features, sequence), result in zip(batches, results, strict=True):
+        score, p_gbt, p_seq = _reference(triton_server.models, features, sequence)
+        out = _outputs(result)
+        np.testing.assert_allclose(out["SCORE"][:, 0], score, atol=1e-5)
+        np.testing.assert_allclose(out["P_GBT"][:, 0], p_gbt, atol=1e-5)
+        np.testing.assert_allclose(out["P_SEQ"][:, 0], p_seq, atol=1e-5)
+
+    def counts(stats: dict) -> tuple[int, int]:
+        model = stats["model_stats"][0]
+        return int(model.get("inference_count", 0)), int(model.get("execution_count", 0))
+
+    (inf0, exe0), (inf1, exe1) = counts(before), counts(after)
+    latencies_ms = sorted(round(latency * 1000, 1) for _, latency in timed_results)
+    print(
+        f"\nfraud_gbt: {inf1 - inf0} rows in {exe1 - exe0} executions for 8 concurrent requests of 4 rows;"
+        f" latencies ms {latencies_ms}"
+    )
+    assert inf1 - inf0 == 32
+    assert 1 <= exe1 - exe0 <= 8
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_too_small_timeouts_fail_cleanly(
+    triton_server: Server, client: grpcclient.InferenceServerClient
+) -> None:
+    features, sequence = _rows(np.random.default_rng(4), 4)
+
+    # Triton queue-policy override (microseconds): the request expires in the dynamic batcher's queue.
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException) as queue_error:
+        await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), timeout=1, client_timeout=10)
+    print(f"\nqueue timeout: {queue_error.value} after {time.monotonic() - started:.3f}s")
+    assert time.monotonic() - started < 5
+    assert "timeout" in str(queue_error.value).lower()
+
+    # gRPC deadline (seconds) shorter than any round trip: a DEADLINE_EXCEEDED, not a hang.
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException) as deadline_error:
+        await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), client_timeout=1e-4)
+    print(f"client deadline: {deadline_error.value} after {time.monotonic() - started:.3f}s")
+    assert time.monotonic() - started < 5
+    assert "deadline" in str(deadline_error.value).lower()
+
+    # The server is still healthy afterwards.
+    result = await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), client_timeout=30)
+    np.testing.assert_allclose(
+        result.as_numpy("SCORE")[:, 0], _reference(triton_server.models, features, sequence)[0], atol=1e-5
+    )
