@@ -25,7 +25,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -356,7 +356,7 @@ def write_repository(
     for model in (GBT_MODEL, SEQ_MODEL, COMBINER_MODEL, ENSEMBLE_MODEL):
         shutil.rmtree(out_dir / model, ignore_errors=True)
 
-    common = {
+    common: dict[str, Any] = {
         "max_batch_size": max_batch_size,
         "max_queue_delay_us": max_queue_delay_us,
         "default_timeout_us": default_timeout_us,

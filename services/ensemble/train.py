@@ -103,7 +103,7 @@ def export_lstm(model: object, seq_len: int, seq_features: int, path: Path) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, seq_len, seq_features)
     torch.onnx.export(
-        model,
+        model,  # type: ignore[arg-type]
         (example,),
         str(path),
         input_names=["sequence"],

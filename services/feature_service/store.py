@@ -74,7 +74,7 @@ class FeatureStore:
 
     async def update_and_get(self, batch: EventBatch) -> FeatureBatch:
         n = len(batch)
-        args: list[object] = [n, *self._fold_header]
+        args: list[str | int] = [n, *self._fold_header]
         for i in range(n):
             args += (
                 batch.transaction_id[i],
@@ -97,7 +97,7 @@ class FeatureStore:
         )
 
     async def report_labels(self, transaction_ids: list[str], fraud: list[bool]) -> tuple[int, int]:
-        args: list[object] = [len(transaction_ids), self.state_ttl_s]
+        args: list[str | int] = [len(transaction_ids), self.state_ttl_s]
         for txid, is_fraud in zip(transaction_ids, fraud, strict=True):
             args += (txid, "1" if is_fraud else "0")
         try:

@@ -8,6 +8,7 @@ answer them in the event's response and go on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -124,7 +125,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     except Overloaded as exc:
                         out.put_nowait(_error_response(txid, code_pb2.RESOURCE_EXHAUSTED, "", str(exc)))
                         continue
-                    future.add_done_callback(lambda f, txid=txid: answer(txid, f))
+                    future.add_done_callback(functools.partial(answer, txid))
             finally:
                 # Wait for every accepted event's answer, then end the stream.
                 for _ in range(self.max_inflight_per_stream):
