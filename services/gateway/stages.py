@@ -7,6 +7,7 @@ reconnection when a stage comes back.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import grpc
@@ -26,6 +27,10 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.min_reconnect_backoff_ms", 100),
 ]
+
+
+# Slack over a stage's deadline before the gateway stops waiting for it regardless.
+CUTOFF_MARGIN_S = 0.0005
 
 
 class StageError(Exception):
@@ -134,14 +139,11 @@ class EnsembleClient:
         inputs[0].set_data_from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         inputs[1].set_data_from_numpy(np.ascontiguousarray(sequences, dtype=np.float32))
         try:
-            result = await self.client.infer(
-                self.model,
-                inputs,
-                # All outputs: asking a Triton 2.51 ensemble for a subset fails with "unexpected deadlock".
-                outputs=None,
-                client_timeout=timeout_s,
-                timeout=max(1, int(timeout_s * 1e6)),
-            )
+            # Our own cutoff on top of the client's: with Triton 2.51 a request can come back only at a later
+            # deadline than the one it was given (seen with tiny queue timeouts), and a late answer is useless.
+            result = await asyncio.wait_for(self._infer(inputs, timeout_s), timeout_s + CUTOFF_MARGIN_S)
+        except TimeoutError as exc:
+            raise StageError("ensemble", "timeout", f"no answer within {timeout_s * 1e3:.2f} ms") from exc
         except InferenceServerException as exc:
             status = str(exc.status() or "")
             if "DEADLINE_EXCEEDED" in status or "Deadline" in str(exc) or "timeout" in str(exc).lower():
@@ -156,6 +158,16 @@ class EnsembleClient:
         return EnsembleResult(
             scores=scores.reshape(-1).astype(np.float64),
             model_version=f"{response.model_name}:{response.model_version}",
+        )
+
+    async def _infer(self, inputs: list[triton.InferInput], timeout_s: float) -> triton.InferResult:
+        return await self.client.infer(
+            self.model,
+            inputs,
+            # All outputs: asking a Triton 2.51 ensemble for a subset fails with "unexpected deadlock".
+            outputs=None,
+            client_timeout=timeout_s,
+            timeout=max(1, int(timeout_s * 1e6)),
         )
 
     async def close(self) -> None:
