@@ -16,7 +16,14 @@ import numpy as np
 
 from scoring import features as F
 from services.feature_service.store import EventBatch
-from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient, FilterResult, StageError
+from services.gateway.stages import (
+    TRITON_MIN_TIMEOUT_US,
+    EnsembleClient,
+    FeatureClient,
+    FilterClient,
+    FilterResult,
+    StageError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +141,8 @@ class Cascade:
             idx = np.flatnonzero(passed)
             try:
                 timeout = self._stage_timeout(self.shares.ensemble, deadline)
+                if timeout < TRITON_MIN_TIMEOUT_US / 1e6:
+                    raise StageError("budget", "exhausted", f"{timeout * 1e3:.2f} ms left for the ensemble")
                 result = await self.ensemble.score(features[idx], sequences[idx], timeout)
                 score[idx] = np.clip(result.scores, 0.0, 1.0)
                 stage[idx] = STAGE_ENSEMBLE

@@ -31,6 +31,8 @@ CHANNEL_OPTIONS = [
 
 # Slack over a stage's deadline before the gateway stops waiting for it regardless.
 CUTOFF_MARGIN_S = 0.0005
+# The smallest per-request timeout sent to Triton, and the least time worth an ensemble call.
+TRITON_MIN_TIMEOUT_US = 1000
 
 
 class StageError(Exception):
@@ -167,7 +169,8 @@ class EnsembleClient:
             # All outputs: asking a Triton 2.51 ensemble for a subset fails with "unexpected deadlock".
             outputs=None,
             client_timeout=timeout_s,
-            timeout=max(1, int(timeout_s * 1e6)),
+            # Never below 1 ms: Triton 2.51 can stop serving every later request after a near-zero timeout.
+            timeout=max(TRITON_MIN_TIMEOUT_US, int(timeout_s * 1e6)),
         )
 
     async def close(self) -> None:

@@ -485,32 +485,44 @@ async def test_concurrent_small_requests_are_batched_and_correct(
     assert 1 <= exe1 - exe0 <= 8
 
 
-@pytest.mark.skip(
-    reason="flaky on Triton 2.51 CPU: a request with a 1 us queue timeout, or a 0.1 ms client deadline, sometimes "
-    "returns only at the 10 s deadline of an earlier call; the gateway guards with its own cutoff (asyncio.wait_for "
-    "in EnsembleClient.score). To be pinned down with the deadline work of issue 4."
-)
 @pytest.mark.asyncio(loop_scope="session")
 async def test_too_small_timeouts_fail_cleanly(
     triton_server: Server, client: grpcclient.InferenceServerClient
 ) -> None:
     features, sequence = _rows(np.random.default_rng(4), 4)
 
-    # Triton queue-policy override (microseconds): the request expires in the dynamic batcher's queue.
+    # Triton queue-policy override (microseconds). Below max_queue_delay_us the batcher holds a lone request
+    # past its deadline, so it is always rejected there. Not 1 us: an ensemble request whose composing
+    # request expires while the ensemble is still fanning out (a ~1 us budget) wedges every later inference
+    # of Triton 2.51 (readiness still says ready); 100 us was rejected cleanly 100 times out of 100.
     started = time.monotonic()
     with pytest.raises(InferenceServerException) as queue_error:
-        await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), timeout=1, client_timeout=10)
+        await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), timeout=100, client_timeout=10)
     print(f"\nqueue timeout: {queue_error.value} after {time.monotonic() - started:.3f}s")
     assert time.monotonic() - started < 5
     assert "timeout" in str(queue_error.value).lower()
 
-    # gRPC deadline (seconds) shorter than any round trip: a DEADLINE_EXCEEDED, not a hang.
-    started = time.monotonic()
-    with pytest.raises(InferenceServerException) as deadline_error:
-        await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), client_timeout=1e-4)
-    print(f"client deadline: {deadline_error.value} after {time.monotonic() - started:.3f}s")
-    assert time.monotonic() - started < 5
-    assert "deadline" in str(deadline_error.value).lower()
+    # gRPC deadline (seconds) shorter than any round trip. The client enforces it best-effort: about 1 call in
+    # 100 with a 0.1 ms deadline still gets its answer here. What the caller relies on is that the call ends
+    # quickly either way: DEADLINE_EXCEEDED, or a correct answer.
+    outcomes = []
+    for _ in range(5):
+        started = time.monotonic()
+        try:
+            result = await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), client_timeout=1e-4)
+        except InferenceServerException as exc:
+            assert "deadline" in str(exc).lower(), str(exc)
+            outcomes.append("deadline")
+        else:
+            np.testing.assert_allclose(
+                result.as_numpy("SCORE")[:, 0],
+                _reference(triton_server.models, features, sequence)[0],
+                atol=1e-5,
+            )
+            outcomes.append("answered")
+        assert time.monotonic() - started < 5
+    print(f"client deadline 0.1 ms, 5 calls: {outcomes}")
+    assert "deadline" in outcomes
 
     # The server is still healthy afterwards.
     result = await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), client_timeout=30)
