@@ -24,6 +24,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from scoring.common.settings import ServiceSettings
+from services.feature_service.settings import FeatureSettings
+from services.filter_model.settings import FilterSettings
+from services.gateway.settings import GatewaySettings
+
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
@@ -39,11 +44,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _default_port(settings: type[ServiceSettings]) -> int:
+    """A service's default port, as its settings class defines it (one source for the launcher and the service)."""
+    return int(settings.model_fields["port"].default)
+
+
 @dataclass
 class Ports:
-    gateway: int = 50051
-    features: int = 50052
-    filter: int = 50053
+    gateway: int = field(default_factory=lambda: _default_port(GatewaySettings))
+    features: int = field(default_factory=lambda: _default_port(FeatureSettings))
+    filter: int = field(default_factory=lambda: _default_port(FilterSettings))
     triton_grpc: int = 8001
     triton_http: int = 8000
     triton_metrics: int = 8002
