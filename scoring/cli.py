@@ -66,6 +66,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Offline evaluation on the test period; with --live, the same from a gateway's answers."""
+    from scoring.evaluate import evaluate, format_evaluation
+
+    async def run() -> dict:
+        if not args.live or args.gateway:
+            return await evaluate(args.artifacts, gateway=args.gateway, history_days=args.history_days)
+        from scoring.launcher import Ports, Stack, StackConfig
+
+        # A budget that no stage misses on a busy laptop: this measures what the models score, not how fast.
+        config = StackConfig(
+            artifacts=args.artifacts, ports=Ports.free(), env={"GATEWAY_BUDGET_MS": str(args.budget_ms)}
+        )
+        async with Stack(config) as stack:
+            return await evaluate(args.artifacts, gateway=stack.gateway_address, history_days=args.history_days)
+
+    result = asyncio.run(run())
+    print(format_evaluation(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    live = result.get("live")
+    return 0 if live is None or (live["answered"] == result["test_transactions"] and not live["errors"]) else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the stack, replay a stream, print the summary, stop the stack."""
     from scoring.launcher import Stack, StackConfig
@@ -113,6 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--if-missing", action="store_true", help="do nothing when the models are current")
     _simulation_args(train)
     train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="AUC, AP and card precision on the test period, offline and live")
+    evaluate.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    evaluate.add_argument("--live", action="store_true", help="also replay the test period through a gateway")
+    evaluate.add_argument("--gateway", default=None, help="a running gateway (default: start a local stack)")
+    evaluate.add_argument("--history-days", type=int, default=45, help="days replayed before the test period")
+    evaluate.add_argument("--budget-ms", type=int, default=30_000, help="latency budget of the stack it starts")
+    evaluate.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="start the stack, replay a stream, print the summary, stop")
     demo.add_argument("--artifacts", type=Path, default=Path("artifacts"))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
 import grpc
 import numpy as np
 
@@ -9,10 +13,24 @@ from scoring import features as F
 from scoring.v1 import features_pb2, features_pb2_grpc
 from services.feature_service.store import EventBatch, FeatureStore, StoreUnavailable
 
+T = TypeVar("T")
+
 
 class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
+        self._folding: set[asyncio.Task[object]] = set()
+
+    async def _to_completion(self, work: Awaitable[T]) -> T:
+        """Runs a fold to its end even when the caller gives up (deadline, cancel).
+
+        A gateway that stops waiting has already answered its client from another stage; the events must still
+        reach the entities' state, or every later feature of those customers and terminals would be wrong.
+        """
+        task = asyncio.ensure_future(work)
+        self._folding.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._folding.discard)  # type: ignore[arg-type]
+        return await asyncio.shield(task)
 
     async def UpdateAndGet(
         self, request: features_pb2.FeatureRequest, context: grpc.aio.ServicerContext
@@ -31,7 +49,7 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
         if n == 0:
             return features_pb2.FeatureResponse(rows=0, feature_names=F.FEATURE_NAMES)
         try:
-            result = await self.store.update_and_get(batch)
+            result = await self._to_completion(self.store.update_and_get(batch))
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
         return features_pb2.FeatureResponse(
@@ -47,9 +65,9 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
         self, request: features_pb2.LabelBatch, context: grpc.aio.ServicerContext
     ) -> features_pb2.LabelAck:
         try:
-            accepted, unknown = await self.store.report_labels(
+            accepted, unknown = await self._to_completion(self.store.report_labels(
                 [label.transaction_id for label in request.labels], [label.fraud for label in request.labels]
-            )
+            ))
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
         return features_pb2.LabelAck(accepted=accepted, unknown=unknown)
