@@ -282,6 +282,37 @@ class Stack:
                 child.process.kill()
                 child.process.wait()
 
+    def send_signal(self, name: str, sig: int) -> None:
+        """Signals one child (chaos tests: SIGSTOP to hang it, SIGCONT to resume it, SIGKILL to crash it)."""
+        child = self.children[name]
+        if child.process is None or not child.alive():
+            raise StackError(f"{name} is not running")
+        child.process.send_signal(sig)
+
+    async def kill(self, name: str, sig: int = signal.SIGKILL, timeout_s: float = 10.0) -> int:
+        """Ends one child with `sig` and returns its exit status once it is gone."""
+        child = self.children[name]
+        if child.process is None:
+            raise StackError(f"{name} was never started")
+        if child.alive():
+            if sig != signal.SIGKILL:
+                child.process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            child.process.send_signal(sig)
+        deadline = time.monotonic() + timeout_s
+        while child.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if child.alive():
+            child.process.kill()
+        return child.process.wait()
+
+    async def restart(self, name: str) -> None:
+        """Starts a child that was killed again, on the same port, and waits until it is healthy."""
+        child = self.children[name]
+        if child.alive():
+            await self.kill(name, signal.SIGTERM)
+        child.start()
+        await self.wait_ready(child, self.config.ready_timeout_s)
+
     async def __aenter__(self) -> Stack:
         await self.start()
         return self

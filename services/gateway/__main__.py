@@ -25,6 +25,9 @@ async def main() -> None:
         ensemble,
         budget_s,
         StageShares(settings.features_share, settings.filter_share, settings.ensemble_share),
+        breaker_failures=settings.breaker_failures,
+        breaker_reset_s=settings.breaker_reset_ms / 1e3,
+        unfiltered_max=settings.unfiltered_ensemble_max,
     )
     batcher = MicroBatcher(
         cascade,

@@ -40,6 +40,7 @@ class Outcome:
 class _Pending:
     event: Event
     deadline: float
+    budget: float  # the event's whole budget (deadline - arrival): the stages' shares are of this
     future: asyncio.Future[Outcome]
 
 
@@ -81,7 +82,7 @@ class MicroBatcher:
         if len(self._queue) >= self.max_queued:
             raise Overloaded(f"{len(self._queue)} events queued")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(event, deadline, future))
+        self._queue.append(_Pending(event, deadline, deadline - time.monotonic(), future))
         self._wakeup.set()
         return future
 
@@ -114,9 +115,9 @@ class MicroBatcher:
                     terminal_id=[p.event.terminal_id for p in live],
                     amount=np.fromiter((p.event.amount for p in live), np.float64, len(live)),
                 )
-                deadline = min(p.deadline for p in live)
+                urgent = min(live, key=lambda p: p.deadline)
                 try:
-                    outcome = await self.cascade.score(batch, deadline)
+                    outcome = await self.cascade.score(batch, urgent.deadline, urgent.budget)
                 except Exception as exc:  # a bug must not leave events unanswered
                     log.exception("cascade failed")
                     outcome = _failed(len(live), f"internal: {type(exc).__name__}")

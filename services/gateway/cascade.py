@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from scoring import features as F
 from services.feature_service.store import EventBatch
+from services.gateway.breaker import CircuitBreaker
 from services.gateway.stages import (
     TRITON_MIN_TIMEOUT_US,
     EnsembleClient,
@@ -26,6 +29,7 @@ from services.gateway.stages import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STAGE_FILTER = 1
 STAGE_ENSEMBLE = 2
@@ -52,6 +56,13 @@ class StageShares:
     filter: float
     ensemble: float
 
+    def cumulative(self) -> tuple[float, float, float]:
+        return (self.features, self.features + self.filter, self.features + self.filter + self.ensemble)
+
+
+# Stage failures that say the stage is down or hung, and so count towards opening its breaker.
+_BREAKING = {"timeout", "unavailable"}
+
 
 class Cascade:
     def __init__(
@@ -61,12 +72,23 @@ class Cascade:
         ensemble: EnsembleClient,
         budget_s: float,
         shares: StageShares,
+        *,
+        breaker_failures: int = 3,
+        breaker_reset_s: float = 0.25,
+        unfiltered_max: int = 64,
     ) -> None:
         self.features = features
         self.filter = filter_client
         self.ensemble = ensemble
         self.budget_s = budget_s
         self.shares = shares
+        self.breakers = {
+            name: CircuitBreaker(name, failures=breaker_failures, reset_s=breaker_reset_s)
+            for name in ("features", "filter", "ensemble")
+        }
+        # With the filter down, at most this many events of a batch go to the ensemble (the largest amounts
+        # first): the ensemble is sized for the few events the filter passes, not for all of them.
+        self.unfiltered_max = unfiltered_max
 
     async def warm_up(self, timeout_s: float = 5.0) -> dict[str, str]:
         """One call to each stage (an empty batch for the feature service: nothing is folded)."""
@@ -88,14 +110,40 @@ class Cascade:
                 log.warning("stage not ready at start", extra={"stage": name, "reason": exc.reason})
         return status
 
-    def _stage_timeout(self, share: float, deadline: float) -> float:
-        left = deadline - time.monotonic()
+    async def _call(self, stage: str, timeout_s: float, call: Callable[[float], Awaitable[T]]) -> T:
+        """One stage call behind its breaker: an open circuit answers at once instead of waiting out a timeout."""
+        breaker = self.breakers[stage]
+        if not breaker.allow():
+            raise StageError(stage, "circuit_open", f"{breaker.failures} failures in a row; retried every "
+                                                    f"{breaker.reset_s * 1e3:.0f} ms")
+        try:
+            result = await call(timeout_s)
+        except StageError as exc:
+            if exc.kind in _BREAKING:
+                breaker.failure()
+            else:
+                breaker.success()  # the stage answered, if only with an error: it is up
+            raise
+        breaker.success()
+        return result
+
+    def _stage_timeout(self, cum_share: float, budget_s: float, started: float, deadline: float) -> float:
+        """A stage's time: its share plus what earlier stages left of theirs, never past the event's deadline."""
+        now = time.monotonic()
+        left = deadline - now
         if left < MIN_STAGE_S:
             raise StageError("budget", "exhausted", f"{left * 1e3:.2f} ms left")
-        return min(left, share * self.budget_s)
+        allowed = min(left, cum_share * budget_s - (now - started))
+        if allowed < MIN_STAGE_S:
+            raise StageError("budget", "exhausted", f"{allowed * 1e3:.2f} ms left of the stage's share")
+        return allowed
 
-    async def score(self, batch: EventBatch, deadline: float) -> BatchOutcome:
+    async def score(self, batch: EventBatch, deadline: float, budget_s: float | None = None) -> BatchOutcome:
+        """Scores a batch whose most urgent event must be answered by `deadline` and had `budget_s` in all."""
         n = len(batch)
+        budget = self.budget_s if budget_s is None else budget_s
+        started = time.monotonic()
+        cum = self.shares.cumulative()
         reasons = [""] * n
         versions = [""] * n
         errors = [""] * n
@@ -103,8 +151,10 @@ class Cascade:
         # 1. Features (also folds the events into the entities' state).
         self_contained = False
         try:
-            timeout = self._stage_timeout(self.shares.features, deadline)
-            features, sequences = await self.features.update_and_get(batch, timeout)
+            timeout = self._stage_timeout(cum[0], budget, started, deadline)
+            features, sequences = await self._call(
+                "features", timeout, lambda t: self.features.update_and_get(batch, t)
+            )
         except StageError as exc:
             reasons = [exc.reason] * n
             self_contained = True
@@ -115,8 +165,8 @@ class Cascade:
         filtered: FilterResult | None = None
         filter_reason = ""
         try:
-            timeout = self._stage_timeout(self.shares.filter, deadline)
-            filtered = await self.filter.predict(features, self_contained, timeout)
+            timeout = self._stage_timeout(cum[1], budget, started, deadline)
+            filtered = await self._call("filter", timeout, lambda t: self.filter.predict(features, self_contained, t))
         except StageError as exc:
             filter_reason = exc.reason
 
@@ -131,6 +181,11 @@ class Cascade:
             passed = filter_score >= filtered.threshold
         else:
             passed = np.ones(n, dtype=bool)
+            if n > self.unfiltered_max:
+                passed[:] = False
+                passed[np.argsort(-batch.amount, kind="stable")[: self.unfiltered_max]] = True
+                for i in np.flatnonzero(~passed):
+                    errors[i] = f"{filter_reason}+ensemble_capacity"
 
         # 3. The ensemble, only for passed events with real features: on stand-in features it would guess.
         if self_contained:
@@ -140,10 +195,12 @@ class Cascade:
         if passed.any():
             idx = np.flatnonzero(passed)
             try:
-                timeout = self._stage_timeout(self.shares.ensemble, deadline)
+                timeout = self._stage_timeout(cum[2], budget, started, deadline)
                 if timeout < TRITON_MIN_TIMEOUT_US / 1e6:
                     raise StageError("budget", "exhausted", f"{timeout * 1e3:.2f} ms left for the ensemble")
-                result = await self.ensemble.score(features[idx], sequences[idx], timeout)
+                result = await self._call(
+                    "ensemble", timeout, lambda t: self.ensemble.score(features[idx], sequences[idx], t)
+                )
                 score[idx] = np.clip(result.scores, 0.0, 1.0)
                 stage[idx] = STAGE_ENSEMBLE
                 for i in idx:
