@@ -184,6 +184,9 @@ def train(out: Path, config: TrainConfig, data: Path | None = None) -> dict[str,
             combiner_weights=(w, 1 - w),
             version=MODEL_VERSION,
             target=target,
+            # No queue policy: with one, Triton 2.51's dynamic batcher can hold a request until its 500 ms idle
+            # poll (see write_repository); the gateway enforces every deadline on its side instead.
+            queue_policy=False,
         )
     t = lap("export", t)
 
