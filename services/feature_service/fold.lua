@@ -24,6 +24,9 @@ local base = 6 + nwin
 local pack = struct.pack
 local fmt = string.format
 local out = {}
+local unpack = unpack or table.unpack
+-- One pack per event row: [count, sum]*nwin, [tcount, tfrauds]*nwin, seq_count, 3*(seq_len+1) sequence values.
+local row_fmt = '<' .. string.rep('d', 4 * nwin + 1 + 3 * (seq_len + 1))
 
 for i = 0, n - 1 do
   local o = base + i * 5
@@ -39,8 +42,9 @@ for i = 0, n - 1 do
     redis.call('EXPIRE', tkey, ttl)
   end
 
-  -- Customer windows (t - w, t]: one range read, summed per window.
-  redis.call('ZREMRANGEBYSCORE', ckey, '-inf', fmt('%.0f', ts - horizon))
+  -- Customer windows (t - w, t]: one range read, summed per window. Entries past the longest window are
+  -- trimmed when an event is folded (reads never see them: the range starts inside the window).
+  if fresh then redis.call('ZREMRANGEBYSCORE', ckey, '-inf', fmt('%.0f', ts - horizon)) end
   local entries = redis.call('ZRANGEBYSCORE', ckey, fmt('(%.0f', ts - horizon), ts_s, 'WITHSCORES')
   local counts, sums = {}, {}
   for k = 1, nwin do counts[k] = 0; sums[k] = 0.0 end
@@ -56,8 +60,10 @@ for i = 0, n - 1 do
 
   -- Terminal windows (t - d - w, t - d]: labels arrive late, so only the delayed period is used.
   local tend = fmt('%.0f', ts - delay)
-  redis.call('ZREMRANGEBYSCORE', tkey, '-inf', fmt('%.0f', ts - delay - horizon))
-  redis.call('ZREMRANGEBYSCORE', fkey, '-inf', fmt('%.0f', ts - delay - horizon))
+  if fresh then
+    redis.call('ZREMRANGEBYSCORE', tkey, '-inf', fmt('%.0f', ts - delay - horizon))
+    redis.call('ZREMRANGEBYSCORE', fkey, '-inf', fmt('%.0f', ts - delay - horizon))
+  end
   local risk = 0.0
   for k = 1, nwin do
     local lo = fmt('(%.0f', ts - delay - wins[k])
@@ -87,6 +93,6 @@ for i = 0, n - 1 do
   row[#row + 1] = seq_count
   for j = 1, #seq_vals do row[#row + 1] = seq_vals[j] end
   for j = #seq_vals + 1, 3 * (seq_len + 1) do row[#row + 1] = 0.0 end
-  for j = 1, #row do out[#out + 1] = pack('<d', row[j]) end
+  out[#out + 1] = pack(row_fmt, unpack(row))
 end
 return table.concat(out)
