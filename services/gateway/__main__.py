@@ -27,6 +27,7 @@ async def main() -> None:
         StageShares(settings.features_share, settings.filter_share, settings.ensemble_share),
         breaker_failures=settings.breaker_failures,
         breaker_reset_s=settings.breaker_reset_ms / 1e3,
+        breaker_min_streak_s=settings.breaker_min_streak_ms / 1e3,
         unfiltered_max=settings.unfiltered_ensemble_max,
     )
     batcher = MicroBatcher(

@@ -75,6 +75,7 @@ class Cascade:
         *,
         breaker_failures: int = 3,
         breaker_reset_s: float = 0.25,
+        breaker_min_streak_s: float = 0.0,
         unfiltered_max: int = 64,
     ) -> None:
         self.features = features
@@ -83,7 +84,9 @@ class Cascade:
         self.budget_s = budget_s
         self.shares = shares
         self.breakers = {
-            name: CircuitBreaker(name, failures=breaker_failures, reset_s=breaker_reset_s)
+            name: CircuitBreaker(
+                name, failures=breaker_failures, reset_s=breaker_reset_s, min_streak_s=breaker_min_streak_s
+            )
             for name in ("features", "filter", "ensemble")
         }
         # With the filter down, at most this many events of a batch go to the ensemble (the largest amounts
@@ -127,9 +130,11 @@ class Cascade:
         breaker.success()
         return result
 
-    def _stage_timeout(self, cum_share: float, budget_s: float, started: float, deadline: float) -> float:
+    def _stage_timeout(
+        self, cum_share: float, budget_s: float, started: float, deadline: float, now: float | None = None
+    ) -> float:
         """A stage's time: its share plus what earlier stages left of theirs, never past the event's deadline."""
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         left = deadline - now
         if left < MIN_STAGE_S:
             raise StageError("budget", "exhausted", f"{left * 1e3:.2f} ms left")

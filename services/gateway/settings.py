@@ -21,9 +21,10 @@ class GatewaySettings(ServiceSettings):
     features_share: float = 0.3
     filter_share: float = 0.2
     ensemble_share: float = 0.45
-    # Circuit breaker per stage: open after this many failed calls in a row (timeouts, unavailable), then let
-    # one probe batch through every breaker_reset_ms.
-    breaker_failures: int = 3
+    # Circuit breaker per stage: open after this many failed calls in a row (timeouts, unavailable) that also
+    # span breaker_min_streak_ms, then let one probe batch through every breaker_reset_ms.
+    breaker_failures: int = 5
+    breaker_min_streak_ms: float = 50.0
     breaker_reset_ms: float = 250.0
     # With the filter down, at most this many events of a batch go to the ensemble (largest amounts first).
     unfiltered_ensemble_max: int = 64

@@ -49,3 +49,18 @@ def test_half_open_lets_one_probe_through_and_its_outcome_decides() -> None:
 def test_rejects_nonsense_settings() -> None:
     with pytest.raises(ValueError):
         CircuitBreaker("x", failures=0)
+
+
+def test_a_short_burst_of_failures_is_a_slow_moment_not_a_dead_stage() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("x", failures=3, reset_s=1.0, min_streak_s=0.1, clock=clock)
+    for _ in range(5):  # the batches in flight all miss their share at once
+        breaker.failure()
+    assert breaker.state == CLOSED
+    clock.now += 0.05
+    breaker.success()
+    for _ in range(3):
+        breaker.failure()
+        clock.now += 0.06
+    breaker.failure()  # still failing 0.18 s into the streak: the stage is down
+    assert breaker.state == OPEN
