@@ -49,8 +49,8 @@ class Split:
 class TrainConfig:
     simulation: simulator.SimulationConfig = field(default_factory=simulator.SimulationConfig)
     split: Split = field(default_factory=Split)
-    lstm_max_rows: int = 400_000
-    lstm_epochs: int = 4
+    lstm_max_rows: int = 1_500_000
+    lstm_epochs: int = 6
     gbt_trees: int = 300
 
 
@@ -150,13 +150,15 @@ def train(out: Path, config: TrainConfig, data: Path | None = None) -> dict[str,
     lstm_rows = np.flatnonzero(tr)
     if len(lstm_rows) > config.lstm_max_rows:
         lstm_rows = np.sort(rng.choice(lstm_rows, config.lstm_max_rows, replace=False))
-    lstm = ens.train_lstm(seqs[lstm_rows], y[lstm_rows], seed=config.simulation.seed, epochs=config.lstm_epochs)
+    lstm = ens.train_lstm(
+        feats[lstm_rows], seqs[lstm_rows], y[lstm_rows], seed=config.simulation.seed, epochs=config.lstm_epochs
+    )
     t = lap("lstm", t)
     main_filter, fallback_filter = filt.train_filter(feats[tr], y[tr])
     t = lap("filter", t)
 
     def ensemble_parts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return gbt.predict_proba(feats[mask])[:, 1], ens.predict_lstm(lstm, seqs[mask])
+        return gbt.predict_proba(feats[mask])[:, 1], ens.predict_lstm(lstm, feats[mask], seqs[mask])
 
     p_gbt_va, p_seq_va = ensemble_parts(va)
     w = ens.choose_combiner_weight(p_gbt_va, p_seq_va, y[va])
@@ -171,7 +173,7 @@ def train(out: Path, config: TrainConfig, data: Path | None = None) -> dict[str,
         main_filter, fallback_filter, models / "filter", threshold=filter_threshold, version=str(MODEL_VERSION)
     )
     ens.export_gbt(gbt, len(F.FEATURE_NAMES), models / "ensemble" / "gbt.onnx")
-    ens.export_lstm(lstm, F.SEQ_LEN, len(F.SEQ_FEATURE_NAMES), models / "ensemble" / "lstm.onnx")
+    ens.export_lstm(lstm, len(F.FEATURE_NAMES), F.SEQ_LEN, len(F.SEQ_FEATURE_NAMES), models / "ensemble" / "lstm.onnx")
     for target in ("local", "container"):
         name = "triton_repository" if target == "local" else "triton_repository_container"
         write_repository(

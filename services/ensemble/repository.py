@@ -4,23 +4,26 @@ gateway -> filter -> feature service (Redis) -> **Triton `fraud_ensemble`**. The
 row of tabular features (FEATURES, FP32 [n_features]) and one event window (SEQUENCE, FP32
 [seq_len, seq_features]) per event; the ensemble answers SCORE, P_GBT and P_SEQ (FP32 [1] each):
 
-    FEATURES -> fraud_gbt (XGBoost ONNX)  -> P_GBT --+
-                                                     +-> fraud_combiner -> SCORE = w0*P_GBT + w1*P_SEQ
-    SEQUENCE -> fraud_seq (sequence ONNX) -> P_SEQ --+
+    FEATURES ------------+-> fraud_gbt (XGBoost ONNX)  -> P_GBT --+
+                         |                                        +-> fraud_combiner -> SCORE
+    FEATURES, SEQUENCE --+-> fraud_seq (sequence ONNX) -> P_SEQ --+     = w0*P_GBT + w1*P_SEQ
+
+The sequence model reads both tensors: its LSTM runs over SEQUENCE and its head also sees FEATURES.
 
 Two targets share the same ONNX files:
 
 - ``local``: the CPU-only tritonserver bundled with nvidia-pytriton, which has no onnxruntime backend, so
   the ONNX files run inside Python-backend models (`triton_models/onnx_runner.py`) told by config
-  `parameters` which ONNX input/output/column to use.
+  `parameters` which ONNX inputs/output/column to use.
 - ``container``: the official ``nvcr.io/nvidia/tritonserver`` image with the onnxruntime backend. That
   backend binds config tensor names to ONNX tensor names, so the writer wraps each graph with a thin
-  adapter (Identity on the input, column pick / reshape + Cast on the output) that renames the tensors to
+  adapter (Identity on each input, column pick / reshape + Cast on the output) that renames the tensors to
   the fixed Triton names; the trained nodes are untouched.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,20 +51,27 @@ ONNX_RUNNER_SOURCE = _MODEL_FILES / "onnx_runner.py"
 COMBINER_SOURCE = _MODEL_FILES / "combiner.py"
 
 # What the exporters produce: onnxmltools' XGBoost converter names the class-probability output
-# `probabilities` ([N, 2]); the sequence model (PyTorch LSTM export) names its output `probability`.
+# `probabilities` ([N, 2]); the sequence model (PyTorch LSTM export, services/ensemble/train.py) takes
+# `features` and `sequence` and names its output `probability`.
 _GBT_PROBA_OUTPUT = "probabilities"
 _GBT_POSITIVE_COLUMN = 1
-_SEQ_ONNX_INPUT = "sequence"
+_SEQ_ONNX_FEATURES_INPUT = "features"
+_SEQ_ONNX_SEQUENCE_INPUT = "sequence"
 _SEQ_PROBA_OUTPUT = "probability"
 
 
 @dataclass(frozen=True)
 class OnnxBinding:
-    """How a Triton tensor pair maps onto one ONNX graph (what `onnx_runner.py` reads from parameters)."""
+    """How a model's Triton tensors map onto one ONNX graph (what `onnx_runner.py` reads from parameters)."""
 
-    onnx_input: str
+    # (Triton input, ONNX input) pairs, in the order of the model config's inputs.
+    inputs: tuple[tuple[str, str], ...]
     onnx_output: str
     column: int | None  # column of a 2-D output to return; None: one value per row already
+
+    @property
+    def triton_inputs(self) -> tuple[str, ...]:
+        return tuple(triton for triton, _ in self.inputs)
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,7 @@ def _ensemble_config(
     steps = ",\n".join(
         [
             step(GBT_MODEL, [FEATURES_INPUT], [P_GBT_OUTPUT]),
-            step(SEQ_MODEL, [SEQUENCE_INPUT], [P_SEQ_OUTPUT]),
+            step(SEQ_MODEL, [FEATURES_INPUT, SEQUENCE_INPUT], [P_SEQ_OUTPUT]),
             step(COMBINER_MODEL, [P_GBT_OUTPUT, P_SEQ_OUTPUT], [SCORE_OUTPUT]),
         ]
     )
@@ -190,34 +200,36 @@ def inspect_gbt(onnx_path: Path, n_features: int) -> OnnxBinding:
     if len(inputs) != 1:
         raise ValueError(f"{onnx_path}: GBT ONNX must have exactly one input, got {[i.name for i in inputs]}")
     _check_static_dims(f"{onnx_path}", inputs[0].shape, (n_features,))
+    binding_inputs = ((FEATURES_INPUT, inputs[0].name),)
     outputs = {o.name: o for o in session.get_outputs()}
     if _GBT_PROBA_OUTPUT in outputs:
-        return OnnxBinding(inputs[0].name, _GBT_PROBA_OUTPUT, _GBT_POSITIVE_COLUMN)
+        return OnnxBinding(binding_inputs, _GBT_PROBA_OUTPUT, _GBT_POSITIVE_COLUMN)
     # Some converters name it differently; a single [N, 2] output is unambiguous too.
     two_column = [o.name for o in outputs.values() if len(o.shape) == 2 and o.shape[1] == 2]
     if len(two_column) == 1:
-        return OnnxBinding(inputs[0].name, two_column[0], _GBT_POSITIVE_COLUMN)
+        return OnnxBinding(binding_inputs, two_column[0], _GBT_POSITIVE_COLUMN)
     raise ValueError(f"{onnx_path}: no class-probability output ([N, 2]) among {sorted(outputs)}")
 
 
-def inspect_seq(onnx_path: Path, seq_len: int, seq_features: int) -> OnnxBinding:
-    """Binding for the sequence model: input `sequence` [N, T, F], output `probability` [N, 1] or [N]."""
+def inspect_seq(onnx_path: Path, n_features: int, seq_len: int, seq_features: int) -> OnnxBinding:
+    """Binding for the sequence model: inputs `features` [N, n_features] and `sequence` [N, T, F], output
+    `probability` [N, 1] or [N]."""
     session = _session(onnx_path)
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
+    inputs = {i.name: i for i in session.get_inputs()}
+    expected = {_SEQ_ONNX_FEATURES_INPUT: (n_features,), _SEQ_ONNX_SEQUENCE_INPUT: (seq_len, seq_features)}
+    if set(inputs) != set(expected):
         raise ValueError(
-            f"{onnx_path}: sequence ONNX must have exactly one input, got {[i.name for i in inputs]}"
+            f"{onnx_path}: sequence ONNX inputs are {sorted(inputs)}, expected {sorted(expected)}"
+            " (a model exported before the sequence model took the features too? run `scoring train` again)"
         )
-    if inputs[0].name != _SEQ_ONNX_INPUT:
-        raise ValueError(
-            f"{onnx_path}: sequence ONNX input is {inputs[0].name!r}, expected {_SEQ_ONNX_INPUT!r}"
-        )
-    _check_static_dims(f"{onnx_path}", inputs[0].shape, (seq_len, seq_features))
+    for name, dims in expected.items():
+        _check_static_dims(f"{onnx_path} input {name!r}", inputs[name].shape, dims)
+    binding_inputs = ((FEATURES_INPUT, _SEQ_ONNX_FEATURES_INPUT), (SEQUENCE_INPUT, _SEQ_ONNX_SEQUENCE_INPUT))
     outputs = [o.name for o in session.get_outputs()]
     if _SEQ_PROBA_OUTPUT in outputs:
-        return OnnxBinding(inputs[0].name, _SEQ_PROBA_OUTPUT, None)
+        return OnnxBinding(binding_inputs, _SEQ_PROBA_OUTPUT, None)
     if len(outputs) == 1:
-        return OnnxBinding(inputs[0].name, outputs[0], None)
+        return OnnxBinding(binding_inputs, outputs[0], None)
     raise ValueError(f"{onnx_path}: no {_SEQ_PROBA_OUTPUT!r} output among {outputs}")
 
 
@@ -231,11 +243,12 @@ def _session(onnx_path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
 
 
-def adapt_onnx(src: Path, dst: Path, binding: OnnxBinding, *, triton_input: str, triton_output: str) -> None:
+def adapt_onnx(src: Path, dst: Path, binding: OnnxBinding, *, triton_output: str) -> None:
     """Write `src` to `dst` with I/O renamed to the Triton names and the output shaped [N, 1] FP32.
 
-    Needed for the onnxruntime backend (container target), which maps config tensors to ONNX tensors by
-    name and shape. The original nodes are kept; only Identity/Gather/Reshape/Cast are added around them.
+    Each ONNX input of `binding.inputs` is renamed to its Triton input. Needed for the onnxruntime backend
+    (container target), which maps config tensors to ONNX tensors by name and shape. The original nodes
+    are kept; only Identity/Gather/Reshape/Cast are added around them.
     """
     try:
         import onnx
@@ -248,21 +261,38 @@ def adapt_onnx(src: Path, dst: Path, binding: OnnxBinding, *, triton_input: str,
 
     model = onnx.load(str(src))
     graph = model.graph
-    original = next((i for i in graph.input if i.name == binding.onnx_input), None)
-    if original is None:
-        raise ValueError(f"{src}: no graph input {binding.onnx_input!r}")
     if not any(o.name == binding.onnx_output for o in graph.output):
         raise ValueError(f"{src}: no graph output {binding.onnx_output!r}")
+    triton_names = binding.triton_inputs
+    if len(set(triton_names)) != len(triton_names) or triton_output in triton_names:
+        raise ValueError(f"duplicate Triton tensor names: inputs {list(triton_names)}, output {triton_output!r}")
+    graph_names = (
+        {t for n in graph.node for t in (*n.input, *n.output)}
+        | {i.name for i in graph.initializer}
+        | {i.name for i in graph.input}
+    )
 
-    # Feed the old input name from an Identity instead of renaming it: nested subgraphs (Loop/Scan bodies of
-    # an exported LSTM) may refer to it by name and would otherwise need rewriting too.
-    new_input = onnx.ValueInfoProto()
-    new_input.CopyFrom(original)
-    new_input.name = triton_input
-    graph.input.remove(original)
-    graph.input.insert(0, new_input)
-    # ONNX requires topological node order, so the Identity goes first and the output nodes last.
-    graph.node.insert(0, helper.make_node("Identity", [triton_input], [binding.onnx_input]))
+    identities = []
+    for triton_input, onnx_input in binding.inputs:
+        position = next((k for k, i in enumerate(graph.input) if i.name == onnx_input), None)
+        if position is None:
+            raise ValueError(f"{src}: no graph input {onnx_input!r}")
+        if triton_input == onnx_input:
+            continue  # already named as Triton expects
+        if triton_input in graph_names:
+            raise ValueError(f"{src}: Triton input name {triton_input!r} is already a tensor of the graph")
+        # Feed the old input name from an Identity instead of renaming it: nested subgraphs (Loop/Scan bodies
+        # of an exported LSTM) may refer to it by name and would otherwise need rewriting too.
+        original = graph.input[position]
+        new_input = onnx.ValueInfoProto()
+        new_input.CopyFrom(original)
+        new_input.name = triton_input
+        graph.input.remove(original)
+        graph.input.insert(position, new_input)
+        identities.append(helper.make_node("Identity", [triton_input], [onnx_input]))
+    # ONNX requires topological node order, so the Identities go first and the output nodes last.
+    for node in reversed(identities):
+        graph.node.insert(0, node)
 
     # Adapter tensor names must not collide with the graph's (an already adapted graph included).
     taken = {t for n in graph.node for t in (*n.input, *n.output)} | {i.name for i in graph.initializer}
@@ -349,7 +379,7 @@ def write_repository(
 
     out_dir = Path(out_dir)
     gbt_binding = inspect_gbt(Path(gbt_onnx), n_features)
-    seq_binding = inspect_seq(Path(seq_onnx), seq_len, seq_features)
+    seq_binding = inspect_seq(Path(seq_onnx), n_features, seq_len, seq_features)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for model in (GBT_MODEL, SEQ_MODEL, COMBINER_MODEL, ENSEMBLE_MODEL):
@@ -361,17 +391,13 @@ def write_repository(
         "default_timeout_us": default_timeout_us,
         "queue_policy": queue_policy,
     }
+    input_dims = {FEATURES_INPUT: (n_features,), SEQUENCE_INPUT: (seq_len, seq_features)}
     onnx_models = (
-        (GBT_MODEL, Path(gbt_onnx), gbt_binding, _Tensor(FEATURES_INPUT, (n_features,)), P_GBT_OUTPUT),
-        (
-            SEQ_MODEL,
-            Path(seq_onnx),
-            seq_binding,
-            _Tensor(SEQUENCE_INPUT, (seq_len, seq_features)),
-            P_SEQ_OUTPUT,
-        ),
+        (GBT_MODEL, Path(gbt_onnx), gbt_binding, P_GBT_OUTPUT),
+        (SEQ_MODEL, Path(seq_onnx), seq_binding, P_SEQ_OUTPUT),
     )
-    for name, src, binding, tensor_in, output_name in onnx_models:
+    for name, src, binding, output_name in onnx_models:
+        tensors_in = [_Tensor(t, input_dims[t]) for t in binding.triton_inputs]
         version_dir = out_dir / name / str(version)
         version_dir.mkdir(parents=True)
         params = {"version": str(version)}
@@ -379,7 +405,8 @@ def write_repository(
             shutil.copyfile(src, version_dir / "model.onnx")
             shutil.copyfile(ONNX_RUNNER_SOURCE, version_dir / "model.py")
             params |= {
-                "onnx_input": binding.onnx_input,
+                # Triton input name -> ONNX input name, one entry per input of the config.
+                "onnx_inputs": json.dumps(dict(binding.inputs)),
                 "onnx_output": binding.onnx_output,
                 "intra_op_threads": "1",
             }
@@ -389,7 +416,7 @@ def write_repository(
                 name=name,
                 backend="python",
                 platform=None,
-                inputs=[tensor_in],
+                inputs=tensors_in,
                 outputs=[_Tensor(output_name, (1,))],
                 instance_kind="KIND_CPU",
                 instance_count=1,
@@ -397,19 +424,13 @@ def write_repository(
                 **common,
             )
         else:
-            adapt_onnx(
-                src,
-                version_dir / "model.onnx",
-                binding,
-                triton_input=tensor_in.name,
-                triton_output=output_name,
-            )
+            adapt_onnx(src, version_dir / "model.onnx", binding, triton_output=output_name)
             params["source_onnx"] = src.name
             config = _model_config(
                 name=name,
                 backend="onnxruntime",
                 platform="onnxruntime_onnx",
-                inputs=[tensor_in],
+                inputs=tensors_in,
                 outputs=[_Tensor(output_name, (1,))],
                 instance_kind="KIND_GPU" if gpu else "KIND_CPU",
                 instance_count=None,

@@ -1,7 +1,8 @@
 """Integration test of the Triton ensemble stage (feature service -> **Triton fraud_ensemble**).
 
-Trains two tiny real models (XGBoost -> onnxmltools, LogisticRegression over a flattened event window ->
-skl2onnx wrapped to take `sequence` [N, T, F]), writes the local repository, starts the real tritonserver
+Trains two tiny real models (XGBoost -> onnxmltools, LogisticRegression over the features and the flattened
+event window -> skl2onnx wrapped to take `features` [N, n] and `sequence` [N, T, F], as the LSTM export
+does), writes the local repository, starts the real tritonserver
 bundled with nvidia-pytriton through `python -m services.ensemble.triton`, and checks the ensemble over
 gRPC against onnxruntime run directly in the test. A fast part checks that both targets' configs parse.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -82,37 +84,51 @@ def _gbt_onnx(path: Path, rng: np.random.Generator) -> Path:
     return path
 
 
-def _seq_onnx(path: Path, rng: np.random.Generator) -> Path:
-    """A fitted LogisticRegression on the flattened window, wrapped to the LSTM export's interface."""
+def _seq_onnx(path: Path, rng: np.random.Generator, *, with_features: bool = True) -> Path:
+    """A fitted LogisticRegression on [features, flattened window], wrapped to the LSTM export's interface
+    (`features` [N, n], `sequence` [N, T, F] -> `probability`). `with_features=False`: the older
+    sequence-only interface, which the writer must reject."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.linear_model import LogisticRegression
 
-    flat_dim = SEQ_LEN * SEQ_FEATURES
+    seq_dim = SEQ_LEN * SEQ_FEATURES
+    n_feat = N_FEATURES if with_features else 0
+    f = rng.normal(size=(2000, N_FEATURES)).astype(np.float32)
     x = rng.normal(size=(2000, SEQ_LEN, SEQ_FEATURES)).astype(np.float32)
-    y = (x[:, :, 0].mean(axis=1) * 3 + x[:, -1, 2] + 0.3 * rng.normal(size=len(x)) > 0).astype(np.int64)
-    clf = LogisticRegression(max_iter=500).fit(x.reshape(len(x), flat_dim), y)
+    logit = x[:, :, 0].mean(axis=1) * 3 + x[:, -1, 2] + 0.3 * rng.normal(size=len(x))
+    if with_features:
+        logit += f[:, 1] - 0.5 * f[:, 4]
+    y = (logit > 0).astype(np.int64)
+    flat = np.concatenate([f[:, :n_feat], x.reshape(len(x), seq_dim)], axis=1)
+    clf = LogisticRegression(max_iter=500).fit(flat, y)
     onx = convert_sklearn(
         clf,
-        initial_types=[("flat", FloatTensorType([None, flat_dim]))],
+        initial_types=[("flat", FloatTensorType([None, n_feat + seq_dim]))],
         options={id(clf): {"zipmap": False}},
         target_opset={"": 15, "ai.onnx.ml": 3},
     )
     graph = onx.graph
     old_input = graph.input[0]
     graph.input.remove(old_input)
-    graph.input.insert(
-        0, helper.make_tensor_value_info("sequence", TensorProto.FLOAT, ["N", SEQ_LEN, SEQ_FEATURES])
-    )
     graph.initializer.extend(
         [
-            numpy_helper.from_array(np.array([-1, flat_dim], np.int64), "flat_shape"),
+            numpy_helper.from_array(np.array([-1, seq_dim], np.int64), "flat_shape"),
             numpy_helper.from_array(np.array(1, np.int64), "positive_class"),
         ]
     )
-    graph.node.insert(0, helper.make_node("Reshape", ["sequence", "flat_shape"], [old_input.name]))
+    sequence = helper.make_tensor_value_info("sequence", TensorProto.FLOAT, ["N", SEQ_LEN, SEQ_FEATURES])
+    if with_features:
+        # Inputs in the order of the LSTM export: features, then sequence.
+        graph.input.insert(0, helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", N_FEATURES]))
+        graph.input.insert(1, sequence)
+        graph.node.insert(0, helper.make_node("Reshape", ["sequence", "flat_shape"], ["flat_sequence"]))
+        graph.node.insert(1, helper.make_node("Concat", ["features", "flat_sequence"], [old_input.name], axis=1))
+    else:
+        graph.input.insert(0, sequence)
+        graph.node.insert(0, helper.make_node("Reshape", ["sequence", "flat_shape"], [old_input.name]))
     # Scalar index: the output is [N], the squeezed variant of the LSTM export's [N, 1].
     graph.node.append(
         helper.make_node("Gather", ["probabilities", "positive_class"], ["probability"], axis=1)
@@ -136,7 +152,7 @@ def _reference(models: OnnxModels, features: np.ndarray, sequence: np.ndarray) -
     gbt = ort.InferenceSession(str(models.gbt), providers=["CPUExecutionProvider"])
     seq = ort.InferenceSession(str(models.seq), providers=["CPUExecutionProvider"])
     p_gbt = gbt.run(["probabilities"], {"features": features})[0][:, 1]
-    p_seq = seq.run(["probability"], {"sequence": sequence})[0].reshape(-1)
+    p_seq = seq.run(["probability"], {"features": features, "sequence": sequence})[0].reshape(-1)
     return WEIGHTS[0] * p_gbt + WEIGHTS[1] * p_seq, p_gbt, p_seq
 
 
@@ -190,7 +206,10 @@ def test_repository_configs_parse(onnx_models: OnnxModels, tmp_path: Path, targe
         for m, c in configs.items()
     }
     assert io[GBT_MODEL] == ([("FEATURES", [N_FEATURES])], [("P_GBT", [1])])
-    assert io[SEQ_MODEL] == ([("SEQUENCE", [SEQ_LEN, SEQ_FEATURES])], [("P_SEQ", [1])])
+    assert io[SEQ_MODEL] == (
+        [("FEATURES", [N_FEATURES]), ("SEQUENCE", [SEQ_LEN, SEQ_FEATURES])],
+        [("P_SEQ", [1])],
+    )
     assert io[COMBINER_MODEL] == ([("P_GBT", [1]), ("P_SEQ", [1])], [("SCORE", [1])])
     assert io[ENSEMBLE_MODEL] == (
         [("FEATURES", [N_FEATURES]), ("SEQUENCE", [SEQ_LEN, SEQ_FEATURES])],
@@ -210,6 +229,11 @@ def test_repository_configs_parse(onnx_models: OnnxModels, tmp_path: Path, targe
     assert ensemble.platform == "ensemble"
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [GBT_MODEL, SEQ_MODEL, COMBINER_MODEL]
     assert all(s.model_version == VERSION for s in ensemble.ensemble_scheduling.step)
+    # Both ensemble inputs reach the sequence model; the GBT only gets FEATURES.
+    steps = {s.model_name: s for s in ensemble.ensemble_scheduling.step}
+    assert dict(steps[SEQ_MODEL].input_map) == {"FEATURES": "FEATURES", "SEQUENCE": "SEQUENCE"}
+    assert dict(steps[SEQ_MODEL].output_map) == {"P_SEQ": "P_SEQ"}
+    assert dict(steps[GBT_MODEL].input_map) == {"FEATURES": "FEATURES"}
     combiner = configs[COMBINER_MODEL]
     assert combiner.backend == "python"
     assert float(combiner.parameters["w_gbt"].string_value) == WEIGHTS[0]
@@ -225,7 +249,11 @@ def test_repository_configs_parse(onnx_models: OnnxModels, tmp_path: Path, targe
             assert (repo / name / str(VERSION) / "model.py").is_file()
         assert configs[GBT_MODEL].parameters["onnx_output"].string_value == "probabilities"
         assert configs[GBT_MODEL].parameters["onnx_output_column"].string_value == "1"
-        assert configs[SEQ_MODEL].parameters["onnx_input"].string_value == "sequence"
+        assert json.loads(configs[GBT_MODEL].parameters["onnx_inputs"].string_value) == {"FEATURES": "features"}
+        assert json.loads(configs[SEQ_MODEL].parameters["onnx_inputs"].string_value) == {
+            "FEATURES": "features",
+            "SEQUENCE": "sequence",
+        }
         assert "onnx_output_column" not in configs[SEQ_MODEL].parameters
     else:
         for name in (GBT_MODEL, SEQ_MODEL):
@@ -255,11 +283,12 @@ def test_container_onnx_adapter_matches_source(onnx_models: OnnxModels, tmp_path
     _, p_gbt, p_seq = _reference(onnx_models, features, sequence)
     for model, feed, expected, out in (
         (GBT_MODEL, {"FEATURES": features}, p_gbt, "P_GBT"),
-        (SEQ_MODEL, {"SEQUENCE": sequence}, p_seq, "P_SEQ"),
+        (SEQ_MODEL, {"FEATURES": features, "SEQUENCE": sequence}, p_seq, "P_SEQ"),
     ):
         session = ort.InferenceSession(
             str(repo / model / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
         )
+        assert sorted(i.name for i in session.get_inputs()) == sorted(feed)
         assert [o.name for o in session.get_outputs()] == [out]
         got = session.run(None, feed)[0]
         assert got.shape == (33, 1) and got.dtype == np.float32
@@ -270,22 +299,30 @@ def test_container_onnx_adapter_matches_source(onnx_models: OnnxModels, tmp_path
     adapt_onnx(
         onnx_models.seq,
         wide,
-        OnnxBinding("sequence", "probability", None),
-        triton_input="sequence_in",
+        OnnxBinding((("features_in", "features"), ("sequence_in", "sequence")), "probability", None),
         triton_output="probability_n1",
     )
     again = tmp_path / "seq_n1_again.onnx"
     adapt_onnx(
         wide,
         again,
-        OnnxBinding("sequence_in", "probability_n1", None),
-        triton_input="SEQUENCE",
+        # An input already named as wanted is left as it is.
+        OnnxBinding((("FEATURES", "features_in"), ("sequence_in", "sequence_in")), "probability_n1", None),
         triton_output="P_SEQ",
     )
     got = ort.InferenceSession(str(again), providers=["CPUExecutionProvider"]).run(
-        None, {"SEQUENCE": sequence}
+        None, {"FEATURES": features, "sequence_in": sequence}
     )[0]
     np.testing.assert_allclose(got[:, 0], p_seq, atol=1e-6)
+
+    # A Triton name that is already a tensor of the graph would be fed twice: refused.
+    with pytest.raises(ValueError, match="already a tensor"):
+        adapt_onnx(
+            onnx_models.seq,
+            tmp_path / "clash.onnx",
+            OnnxBinding((("features", "sequence"),), "probability", None),
+            triton_output="P_SEQ",
+        )
 
 
 def test_queue_policy_can_be_left_out(onnx_models: OnnxModels, tmp_path: Path) -> None:
@@ -325,6 +362,30 @@ def test_write_repository_rejects_mismatched_dims(onnx_models: OnnxModels, tmp_p
             seq_features=SEQ_FEATURES,
             target="cloud",
         )
+    with pytest.raises(ValueError, match="input 'sequence'.*does not match"):
+        write_repository(
+            tmp_path / "repo",
+            onnx_models.gbt,
+            onnx_models.seq,
+            n_features=N_FEATURES,
+            seq_len=SEQ_LEN,
+            seq_features=SEQ_FEATURES + 1,
+        )
+
+
+def test_write_repository_rejects_sequence_only_model(onnx_models: OnnxModels, tmp_path: Path) -> None:
+    """A sequence model exported before it took the features too cannot be served by this ensemble."""
+    old = _seq_onnx(tmp_path / "seq_only.onnx", np.random.default_rng(5), with_features=False)
+    with pytest.raises(ValueError, match=r"inputs are \['sequence'\], expected \['features', 'sequence'\]"):
+        write_repository(
+            tmp_path / "repo",
+            onnx_models.gbt,
+            old,
+            n_features=N_FEATURES,
+            seq_len=SEQ_LEN,
+            seq_features=SEQ_FEATURES,
+        )
+    assert not (tmp_path / "repo").exists()
 
 
 # --------------------------------------------------------------------------- real tritonserver
@@ -445,6 +506,23 @@ async def test_ensemble_batch_of_64_matches_onnxruntime(
     assert response.model_version == str(VERSION)
     # The signal is real: the blended score is not a constant.
     assert float(np.std(out["SCORE"])) > 0.05
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_inputs_with_different_row_counts_are_rejected(
+    triton_server: Server, client: grpcclient.InferenceServerClient
+) -> None:
+    """fraud_seq joins FEATURES and SEQUENCE row by row; Triton must refuse rows that cannot line up."""
+    features, _ = _rows(np.random.default_rng(5), 4)
+    _, sequence = _rows(np.random.default_rng(6), 3)
+    with pytest.raises(InferenceServerException, match="batch size"):
+        await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), client_timeout=30)
+    # The server still answers well-formed requests.
+    features, sequence = _rows(np.random.default_rng(7), 3)
+    result = await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), client_timeout=30)
+    np.testing.assert_allclose(
+        result.as_numpy("SCORE")[:, 0], _reference(triton_server.models, features, sequence)[0], atol=1e-5
+    )
 
 
 @pytest.mark.asyncio(loop_scope="session")
