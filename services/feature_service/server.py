@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -14,6 +15,7 @@ from scoring.v1 import features_pb2, features_pb2_grpc
 from services.feature_service.store import EventBatch, FeatureStore, StoreUnavailable
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
@@ -51,6 +53,7 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
         try:
             result = await self._to_completion(self.store.update_and_get(batch))
         except StoreUnavailable as exc:
+            log.warning("fold failed", extra={"events": n, "error": str(exc)})
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
         return features_pb2.FeatureResponse(
             rows=n,

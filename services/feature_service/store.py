@@ -44,13 +44,17 @@ class FeatureBatch:
 
 class FeatureStore:
     def __init__(self, url: str, *, timeout_s: float, max_connections: int, state_ttl_s: int) -> None:
-        self.redis = redis.Redis.from_url(
+        # A blocking pool: past max_connections a fold waits for a connection (up to timeout_s) instead of
+        # failing at once with "Too many connections", which would leave its events out of the state.
+        pool = redis.BlockingConnectionPool.from_url(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             max_connections=max_connections,
+            timeout=timeout_s,
             health_check_interval=0,
         )
+        self.redis = redis.Redis(connection_pool=pool)
         self.state_ttl_s = state_ttl_s
         self._fold = self.redis.register_script((_HERE / "fold.lua").read_text())
         self._labels = self.redis.register_script((_HERE / "labels.lua").read_text())

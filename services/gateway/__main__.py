@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from scoring.common.logs import configure_logging
 from scoring.common.server import GrpcServer, run_service
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc
+from services.gateway.backlog import FoldBacklog
 from services.gateway.batcher import MicroBatcher
 from services.gateway.cascade import Cascade, StageShares
 from services.gateway.server import GatewayServicer
@@ -19,6 +22,7 @@ async def main() -> None:
     filter_client = FilterClient(settings.filter_address)
     ensemble = EnsembleClient(settings.triton_address, settings.ensemble_model)
     budget_s = settings.budget_ms / 1e3
+    backlog = FoldBacklog(features, max_events=settings.fold_backlog_events)
     cascade = Cascade(
         features,
         filter_client,
@@ -29,6 +33,7 @@ async def main() -> None:
         breaker_reset_s=settings.breaker_reset_ms / 1e3,
         breaker_min_streak_s=settings.breaker_min_streak_ms / 1e3,
         unfiltered_max=settings.unfiltered_ensemble_max,
+        backlog=backlog,
     )
     batcher = MicroBatcher(
         cascade,
@@ -42,10 +47,14 @@ async def main() -> None:
         # Open every channel and run every model once, so the first client event is not the slow one.
         # Stages that are down are not waited for: the gateway serves degraded answers until they return.
         await cascade.warm_up()
+        backlog.start()
         batcher.start()
 
     async def on_stop() -> None:
         await batcher.stop()
+        await backlog.stop()
+        if backlog.pending:
+            logging.getLogger("gateway").warning("stopping with folds pending", extra={"events": backlog.pending})
         await features.close()
         await filter_client.close()
         await ensemble.close()

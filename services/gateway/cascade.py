@@ -18,6 +18,7 @@ import numpy as np
 
 from scoring import features as F
 from services.feature_service.store import EventBatch
+from services.gateway.backlog import FoldBacklog
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.stages import (
     TRITON_MIN_TIMEOUT_US,
@@ -77,6 +78,7 @@ class Cascade:
         breaker_reset_s: float = 0.25,
         breaker_min_streak_s: float = 0.0,
         unfiltered_max: int = 64,
+        backlog: FoldBacklog | None = None,
     ) -> None:
         self.features = features
         self.filter = filter_client
@@ -92,6 +94,8 @@ class Cascade:
         # With the filter down, at most this many events of a batch go to the ensemble (the largest amounts
         # first): the ensemble is sized for the few events the filter passes, not for all of them.
         self.unfiltered_max = unfiltered_max
+        # Events answered without the feature service are folded later from here.
+        self.backlog = backlog
 
     async def warm_up(self, timeout_s: float = 5.0) -> dict[str, str]:
         """One call to each stage (an empty batch for the feature service: nothing is folded)."""
@@ -163,6 +167,9 @@ class Cascade:
         except StageError as exc:
             reasons = [exc.reason] * n
             self_contained = True
+            # A timeout may or may not have reached Redis; re-folding is harmless (idempotent by id).
+            if self.backlog is not None:
+                self.backlog.add(batch)
             features = F.self_contained_features(batch.amount, batch.event_time_us)
             sequences = np.zeros((n, F.SEQ_LEN, len(F.SEQ_FEATURE_NAMES)), dtype=np.float32)
 

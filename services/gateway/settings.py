@@ -26,6 +26,8 @@ class GatewaySettings(ServiceSettings):
     breaker_failures: int = 5
     breaker_min_streak_ms: float = 50.0
     breaker_reset_ms: float = 250.0
+    # Events answered without the feature service, kept to be folded into state when it is back.
+    fold_backlog_events: int = 200_000
     # With the filter down, at most this many events of a batch go to the ensemble (largest amounts first).
     unfiltered_ensemble_max: int = 64
     # Micro-batching: a batch closes at this size, or after this wait when a batch is already in flight

@@ -139,6 +139,30 @@ async def test_hung_feature_service_degrades_to_the_filter_on_the_event_alone(fr
     await _until(stub, _healthy)
 
 
+async def test_events_answered_without_the_feature_service_are_folded_when_it_is_back(fragile, stub) -> None:
+    fragile.send_signal("feature_service", signal.SIGSTOP)
+    try:
+        events = [_tx(customer=999) for _ in range(12)]
+        for tx in events:
+            response = await stub.Score(gateway_pb2.ScoreRequest(transaction=tx), timeout=HANG_S)
+            assert response.degraded and response.degraded_reason.startswith("features_")
+    finally:
+        fragile.send_signal("feature_service", signal.SIGCONT)
+    await _until(stub, _healthy)
+    # The feature service knows every one of them: a label for each is accepted, none is unknown.
+    deadline = time.monotonic() + 20
+    while True:
+        ack = await stub.ReportLabels(
+            gateway_pb2.ReportLabelsRequest(labels=[types_pb2.LabelReport(transaction_id=t.transaction_id, fraud=False)
+                                                    for t in events]),
+            timeout=HANG_S,
+        )
+        if ack.unknown == 0 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert (ack.accepted, ack.unknown) == (len(events), 0)
+
+
 async def test_filter_down_sends_events_to_the_ensemble(fragile, stub) -> None:
     await fragile.kill("filter_model")
     for _ in range(4):
