@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 
-.PHONY: setup demo test bench protos lint models clean
+.PHONY: setup demo test bench evaluate protos lint models clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: models
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Test-period figures offline and from a live gateway's answers (replays about 500,000 events).
+evaluate: models
+	$(VENV)/bin/scoring evaluate --live --artifacts $(ARTIFACTS) --json $(ARTIFACTS)/evaluation.json
 
 bench: models
 	$(VENV)/bin/scoring bench --artifacts $(ARTIFACTS)
