@@ -110,6 +110,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Open-loop load on a local stack (or --gateway), with the raw ceilings; `make bench` runs the standard set."""
+    from scoring.bench import MODES, BenchConfig, command_line, main, parse_rates
+
+    if args.mode is not None and args.mode not in MODES:
+        raise SystemExit(f"--mode must be one of {', '.join(MODES)}")
+    rates = [args.rate] if args.rate is not None else (parse_rates(args.sweep) if args.sweep else None)
+    config = BenchConfig(
+        artifacts=args.artifacts, mode=args.mode, rates=rates, duration_s=args.duration, tick_s=args.tick_ms / 1e3,
+        max_outstanding=args.max_outstanding, streams=args.streams, warm_days=args.warm_days,
+        min_pass_rate=args.min_pass_rate,
+        filter_threshold=args.filter_threshold, budget_ms=args.budget_ms, gateway=args.gateway,
+        features=args.features, command=command_line(sys.argv[1:]),
+    )
+    config.ceilings = args.ceilings if args.ceilings is not None else config.standard
+    standard = config.standard
+    config.json_path = args.json or (Path("docs/benchmarks.json") if standard else None)
+    config.markdown_path = args.markdown or (Path("docs/benchmarks.md") if standard else None)
+    return main(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scoring", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +176,30 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--offset", type=int, default=0)
     demo.add_argument("--rate", type=float, default=1000.0)
     demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmark the stack: open-loop load, latency, throughput, ceilings")
+    bench.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    bench.add_argument("--mode", default=None,
+                       help="unary, stream or batch: only that mode (default: the standard set, which runs a single-"
+                            "event step, then batch and stream sweeps)")
+    bench.add_argument("--rate", type=float, default=None, help="one fixed rate, events per second")
+    bench.add_argument("--sweep", default=None, metavar="R1,R2,...", help="the rates to sweep, events per second")
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds per step")
+    bench.add_argument("--tick-ms", type=float, default=1.0, help="sender tick; batch mode sends one message a tick")
+    bench.add_argument("--max-outstanding", type=int, default=512, help="unary calls in flight at most")
+    bench.add_argument("--streams", type=int, default=1, help="stream/batch: concurrent bidi calls, round-robin")
+    bench.add_argument("--warm-days", type=float, default=30.0, help="days of history folded into Redis first")
+    bench.add_argument("--min-pass-rate", type=float, default=0.06,
+                       help="filter threshold: the highest whose validation pass rate is at least this")
+    bench.add_argument("--filter-threshold", type=float, default=None, help="instead of the curve")
+    bench.add_argument("--budget-ms", type=float, default=None, help="GATEWAY_BUDGET_MS for the stack")
+    bench.add_argument("--gateway", default=None, help="bench a running gateway instead of starting a stack")
+    bench.add_argument("--features", default=None, help="with --gateway: its feature service, for the warm-up")
+    bench.add_argument("--ceilings", action=argparse.BooleanOptionalAction, default=None,
+                       help="measure the echo/Redis/Triton ceilings (default: with the standard set)")
+    bench.add_argument("--json", type=Path, default=None, help="write the result (standard: docs/benchmarks.json)")
+    bench.add_argument("--markdown", type=Path, default=None, help="write a report (standard: docs/benchmarks.md)")
+    bench.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

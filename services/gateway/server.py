@@ -147,23 +147,38 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def ScoreBatchStream(
         self, request_iterator: AsyncIterator[gateway_pb2.ScoreBatchRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.ScoreBatchResponse]:
-        # Batches are answered in order; up to a few in flight so the client can pipeline.
-        pending: asyncio.Queue[asyncio.Task[gateway_pb2.ScoreBatchResponse] | None] = asyncio.Queue(maxsize=4)
+        # Batches are answered in order. As many are in flight as max_inflight_per_stream events allow (at
+        # least one batch), so a client sending small batches at a high rate is pipelined, not serialised;
+        # past the bound the reader stops reading and gRPC flow control pushes back on the client.
+        pending: asyncio.Queue[tuple[asyncio.Task[gateway_pb2.ScoreBatchResponse], int] | None] = asyncio.Queue()
+        room = asyncio.Condition()
+        inflight = 0
 
         async def read() -> None:
+            nonlocal inflight
             try:
                 async for request in request_iterator:
-                    await pending.put(asyncio.create_task(self._score_batch(request)))
+                    n = max(1, len(request.transactions))
+                    async with room:
+                        while inflight and inflight + n > self.max_inflight_per_stream:
+                            await room.wait()
+                        inflight += n
+                    pending.put_nowait((asyncio.create_task(self._score_batch(request)), n))
             finally:
-                await pending.put(None)
+                pending.put_nowait(None)
 
         reader = asyncio.create_task(read())
         try:
             while True:
-                task = await pending.get()
-                if task is None:
+                item = await pending.get()
+                if item is None:
                     break
-                yield await task
+                task, n = item
+                response = await task
+                async with room:
+                    inflight -= n
+                    room.notify_all()
+                yield response
             await reader
         finally:
             reader.cancel()
