@@ -127,6 +127,7 @@ class Live:
     degraded: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
+    stage_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     replayed: int = 0
     labels_accepted: int = 0
     labels_unknown: int = 0
@@ -160,7 +161,8 @@ async def live_scores(
     te = test_mask(part, period)
     test_row = np.full(len(part), -1)
     test_row[te] = np.arange(int(te.sum()))
-    live = Live(score=np.full(int(te.sum()), np.nan), filter_score=np.full(int(te.sum()), np.nan))
+    live = Live(score=np.full(int(te.sum()), np.nan), filter_score=np.full(int(te.sum()), np.nan),
+                stage_codes=np.zeros(int(te.sum()), np.int8))
     started = time.perf_counter()
 
     def tx(i: int) -> types_pb2.Transaction:
@@ -226,6 +228,7 @@ async def _replay_day(
                 continue
             live.score[j] = response.score
             live.filter_score[j] = response.filter_score
+            live.stage_codes[j] = response.stage
             live.stage[types_pb2.Stage.Name(response.stage).removeprefix("STAGE_").lower()] += 1
             live.versions[response.model_version] += 1
             if response.degraded:
@@ -274,6 +277,11 @@ async def evaluate(
         "pass_rate": float(live.stage.get("ensemble", 0) / max(int(answered.sum()), 1)),
         "max_abs_score_diff": float(np.max(np.abs(live.score[answered] - offline.scores["cascade"][answered])))
         if answered.any() else None,
+        # Events whose served score differs from the offline cascade's by more than float32 rounding could explain.
+        "events_differing": int((np.abs(live.score[answered] - offline.scores["cascade"][answered]) > 1e-4).sum()),
+        "stage_differs": int(
+            ((live.stage_codes[answered] == 2) != (offline.scores["filter"][answered] >= offline.threshold)).sum()
+        ),
     }
     if answered.all():
         result["live"]["tables"] = {
@@ -337,6 +345,8 @@ def format_evaluation(result: dict[str, Any]) -> str:
         lines.append(
             f"live: answered {live['answered']:,}, decided by {live['decided_by']}, pass rate {live['pass_rate']:.1%}, "
             f"degraded {live['degraded'] or 'none'}, errors {live['errors'] or 'none'}, "
-            f"max |live - offline| score {live['max_abs_score_diff']:.2e}, models {live['model_versions']}"
+            f"max |live - offline| score {live['max_abs_score_diff']:.2e} "
+            f"({live['events_differing']} events over 1e-4, {live['stage_differs']} decided by another stage), "
+            f"models {live['model_versions']}"
         )
     return "\n".join(lines)

@@ -8,6 +8,7 @@ ensemble is a fixed graph and cannot skip its heavy models on the filter's outpu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -96,6 +97,7 @@ class Cascade:
         self.unfiltered_max = unfiltered_max
         # Events answered without the feature service are folded later from here.
         self.backlog = backlog
+        self._fold_lock = asyncio.Lock()
 
     async def warm_up(self, timeout_s: float = 5.0) -> dict[str, str]:
         """One call to each stage (an empty batch for the feature service: nothing is folded)."""
@@ -134,6 +136,26 @@ class Cascade:
         breaker.success()
         return result
 
+    async def _fold_in_order(
+        self, batch: EventBatch, cum_share: float, budget: float, started: float, deadline: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The features stage, one batch at a time in arrival order (the later stages overlap freely).
+
+        An entity's state must see its events in the order they came: with two folds in flight, a customer's
+        later event could be folded first and its recent-event sequence would miss the earlier one, which the
+        offline features (and the models) never see. Waiting for the previous fold counts against the share.
+        """
+        timeout = self._stage_timeout(cum_share, budget, started, deadline)
+        try:
+            await asyncio.wait_for(self._fold_lock.acquire(), timeout)
+        except TimeoutError as exc:
+            raise StageError("features", "timeout", "earlier folds still in flight") from exc
+        try:
+            timeout = self._stage_timeout(cum_share, budget, started, deadline)
+            return await self._call("features", timeout, lambda t: self.features.update_and_get(batch, t))
+        finally:
+            self._fold_lock.release()
+
     def _stage_timeout(
         self, cum_share: float, budget_s: float, started: float, deadline: float, now: float | None = None
     ) -> float:
@@ -160,10 +182,7 @@ class Cascade:
         # 1. Features (also folds the events into the entities' state).
         self_contained = False
         try:
-            timeout = self._stage_timeout(cum[0], budget, started, deadline)
-            features, sequences = await self._call(
-                "features", timeout, lambda t: self.features.update_and_get(batch, t)
-            )
+            features, sequences = await self._fold_in_order(batch, cum[0], budget, started, deadline)
         except StageError as exc:
             reasons = [exc.reason] * n
             self_contained = True

@@ -27,6 +27,7 @@ async def test_live_gateway_scores_agree_with_the_offline_evaluation(artifacts, 
 
     # Event by event, the served score is the offline cascade's score (float32 rounding aside)...
     assert live["max_abs_score_diff"] < 1e-4
+    assert live["events_differing"] == 0 and live["stage_differs"] == 0
     # ...so the figures agree, far inside the 0.01 the issue allows.
     for table in ("filter", "cascade"):
         for metric in METRICS:
