@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import grpc
@@ -49,6 +49,10 @@ def _default_port(settings: type[ServiceSettings]) -> int:
     return int(settings.model_fields["port"].default)
 
 
+def _default_metrics_port(settings: type[ServiceSettings]) -> int:
+    return int(settings.model_fields["metrics_port"].default)
+
+
 @dataclass
 class Ports:
     gateway: int = field(default_factory=lambda: _default_port(GatewaySettings))
@@ -58,10 +62,13 @@ class Ports:
     triton_http: int = 8000
     triton_metrics: int = 8002
     redis: int = 6379
+    gateway_metrics: int = field(default_factory=lambda: _default_metrics_port(GatewaySettings))
+    features_metrics: int = field(default_factory=lambda: _default_metrics_port(FeatureSettings))
+    filter_metrics: int = field(default_factory=lambda: _default_metrics_port(FilterSettings))
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(7)))
+        return cls(*(free_port() for _ in fields(cls)))
 
 
 @dataclass
@@ -166,6 +173,12 @@ class Stack:
             "gateway": self.gateway_address,
         }
         self.triton_address = f"127.0.0.1:{ports.triton_grpc}"
+        self.metrics_urls = {
+            "gateway": f"http://127.0.0.1:{ports.gateway_metrics}/metrics",
+            "feature_service": f"http://127.0.0.1:{ports.features_metrics}/metrics",
+            "filter_model": f"http://127.0.0.1:{ports.filter_metrics}/metrics",
+            "triton": f"http://127.0.0.1:{ports.triton_metrics}/metrics",
+        }
 
     def service_env(self) -> dict[str, str]:
         p, a = self.config.ports, self.config.artifacts.resolve()
@@ -181,6 +194,9 @@ class Stack:
                 "GATEWAY_FEATURES_ADDRESS": self.addresses["feature_service"],
                 "GATEWAY_FILTER_ADDRESS": self.addresses["filter_model"],
                 "GATEWAY_TRITON_ADDRESS": self.triton_address,
+                "GATEWAY_METRICS_PORT": str(p.gateway_metrics),
+                "FEATURES_METRICS_PORT": str(p.features_metrics),
+                "FILTER_METRICS_PORT": str(p.filter_metrics),
             }
         )
         env.update(self.config.env)

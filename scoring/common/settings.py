@@ -19,6 +19,8 @@ class ServiceSettings(BaseSettings):
     # Time given to in-flight RPCs on SIGTERM before the server cancels them.
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
+    # Prometheus /metrics endpoint (0: off).
+    metrics_port: int = 0
 
     @property
     def address(self) -> str:

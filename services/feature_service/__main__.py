@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scoring.common.logs import configure_logging
+from scoring.common.metrics import serve_metrics
 from scoring.common.server import GrpcServer, run_service
 from scoring.v1 import features_pb2, features_pb2_grpc
 from services.feature_service.server import FeatureServicer
@@ -13,6 +14,7 @@ from services.feature_service.store import FeatureStore
 async def main() -> None:
     settings = FeatureSettings()
     configure_logging("feature_service", settings.log_level)
+    serve_metrics(settings.host, settings.metrics_port)
     store = FeatureStore(
         settings.redis_url,
         timeout_s=settings.redis_timeout_s,

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
 import grpc
 import numpy as np
+from prometheus_client import Counter, Histogram
 
 from scoring import features as F
+from scoring.common.metrics import LATENCY_BUCKETS_S
 from scoring.v1 import features_pb2, features_pb2_grpc
 from services.feature_service.store import EventBatch, FeatureStore, StoreUnavailable
 
 T = TypeVar("T")
+FOLD_LATENCY = Histogram(
+    "scoring_features_fold_seconds", "One batch folded into Redis, features returned", buckets=LATENCY_BUCKETS_S
+)
+FOLDED = Counter("scoring_features_events_total", "Events folded (or re-read, when sent again)")
+FOLD_ERRORS = Counter("scoring_features_errors_total", "Batches that Redis could not fold", ["kind"])
+LABELS = Counter("scoring_features_labels_total", "Label reports, by outcome", ["outcome"])
 log = logging.getLogger(__name__)
 
 
@@ -50,11 +59,15 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
         )
         if n == 0:
             return features_pb2.FeatureResponse(rows=0, feature_names=F.FEATURE_NAMES)
+        started = time.perf_counter()
         try:
             result = await self._to_completion(self.store.update_and_get(batch))
         except StoreUnavailable as exc:
+            FOLD_ERRORS.labels("redis").inc()
             log.warning("fold failed", extra={"events": n, "error": str(exc)})
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
+        FOLD_LATENCY.observe(time.perf_counter() - started)
+        FOLDED.inc(n)
         return features_pb2.FeatureResponse(
             rows=n,
             features=result.features.tobytes(),
@@ -73,4 +86,6 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
             ))
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
+        LABELS.labels("accepted").inc(accepted)
+        LABELS.labels("unknown").inc(unknown)
         return features_pb2.LabelAck(accepted=accepted, unknown=unknown)

@@ -12,6 +12,7 @@ class FeatureSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="FEATURES_", extra="ignore")
 
     port: int = 50052
+    metrics_port: int = 9465
     # REDIS_URL is honoured too: it is the one name the launcher, compose and Kubernetes share for Redis.
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("FEATURES_REDIS_URL", "REDIS_URL")

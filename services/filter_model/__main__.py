@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from scoring.common.logs import configure_logging
+from scoring.common.metrics import serve_metrics
 from scoring.common.server import GrpcServer, run_service
 from scoring.v1 import filter_pb2, filter_pb2_grpc
 from services.filter_model.model import FilterModel
@@ -15,6 +16,7 @@ from services.filter_model.settings import FilterSettings
 async def main() -> None:
     settings = FilterSettings()
     configure_logging("filter_model", settings.log_level)
+    serve_metrics(settings.host, settings.metrics_port)
     model = FilterModel(settings.model_dir)
     threshold = model.meta.threshold if settings.threshold is None else settings.threshold
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import numpy as np
+from prometheus_client import Counter, Histogram
 
+from scoring.common.metrics import LATENCY_BUCKETS_S
 from scoring.v1 import filter_pb2, filter_pb2_grpc
 from services.filter_model.model import FilterInputError, FilterModel
+
+PREDICT_LATENCY = Histogram(
+    "scoring_filter_predict_seconds", "One model run, by model", ["model"], buckets=LATENCY_BUCKETS_S
+)
+ROWS = Counter("scoring_filter_rows_total", "Rows scored, by model", ["model"])
+PASSED = Counter("scoring_filter_passed_total", "Rows at or above the threshold (sent on to the ensemble)")
 
 
 class FilterServicer(filter_pb2_grpc.FilterModelServicer):
@@ -26,6 +35,7 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
                 f"features: {len(request.features)} bytes do not hold [{request.rows}, {request.cols}] float32",
             )
         matrix = np.frombuffer(request.features, dtype="<f4").reshape(request.rows, request.cols)
+        started = time.perf_counter()
         try:
             if request.rows <= self.inline_max_rows:
                 scores = self.model.predict(matrix, self_contained_only=request.self_contained_only)
@@ -35,6 +45,10 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
                 )
         except FilterInputError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        model = "fallback" if request.self_contained_only else "main"
+        PREDICT_LATENCY.labels(model).observe(time.perf_counter() - started)
+        ROWS.labels(model).inc(request.rows)
+        PASSED.inc(int((scores >= self.threshold).sum()))
         return filter_pb2.FilterResponse(
             scores=scores.astype("<f4").tobytes(), threshold=self.threshold, model_version=self.model.version
         )

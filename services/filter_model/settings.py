@@ -13,6 +13,7 @@ class FilterSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="FILTER_", extra="ignore")
 
     port: int = 50053
+    metrics_port: int = 9466
     # Folder written by `scoring train`: model.onnx, fallback.onnx and filter.json.
     model_dir: Path = Path("artifacts/models/filter")
     # Events scoring below the threshold are cleared by the filter. Unset: the threshold chosen in training.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from scoring.common.logs import configure_logging
+from scoring.common.metrics import serve_metrics
 from scoring.common.server import GrpcServer, run_service
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway.backlog import FoldBacklog
@@ -18,6 +19,7 @@ from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient
 async def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
+    serve_metrics(settings.host, settings.metrics_port)
     features = FeatureClient(settings.features_address)
     filter_client = FilterClient(settings.filter_address)
     ensemble = EnsembleClient(settings.triton_address, settings.ensemble_model)

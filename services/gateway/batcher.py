@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.feature_service.store import EventBatch
+from services.gateway import metrics as M
 from services.gateway.cascade import BatchOutcome, Cascade
 from services.gateway.validation import Event
 
@@ -64,6 +65,8 @@ class MicroBatcher:
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
+        M.INFLIGHT_BATCHES.set_function(lambda: self._inflight)
+        M.QUEUED_EVENTS.set_function(lambda: len(self._queue))
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="micro-batcher")
@@ -82,6 +85,8 @@ class MicroBatcher:
         if len(self._queue) >= self.max_queued:
             raise Overloaded(f"{len(self._queue)} events queued")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        arrived = time.perf_counter()
+        future.add_done_callback(lambda _f: M.EVENT_LATENCY.observe(time.perf_counter() - arrived))
         self._queue.append(_Pending(event, deadline, deadline - time.monotonic(), future))
         self._wakeup.set()
         return future
@@ -121,7 +126,9 @@ class MicroBatcher:
                 except Exception as exc:  # a bug must not leave events unanswered
                     log.exception("cascade failed")
                     outcome = _failed(len(live), f"internal: {type(exc).__name__}")
+                M.BATCH_SIZE.observe(len(live))
                 for i, p in enumerate(live):
+                    _count(outcome, i)
                     if not p.future.done():
                         p.future.set_result(
                             Outcome(
@@ -136,6 +143,15 @@ class MicroBatcher:
         finally:
             self._inflight -= 1
             self._slots.release()
+
+
+def _count(outcome: BatchOutcome, i: int) -> None:
+    if outcome.error[i]:
+        M.ERRORS.labels("UNAVAILABLE").inc()
+        return
+    M.EVENTS.labels(M.STAGE_NAMES.get(int(outcome.stage[i]), "none")).inc()
+    if outcome.degraded_reason[i]:
+        M.DEGRADED.labels(outcome.degraded_reason[i]).inc()
 
 
 def _failed(n: int, reason: str) -> BatchOutcome:

@@ -9,6 +9,7 @@ ensemble is a fixed graph and cannot skip its heavy models on the filter's outpu
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ import numpy as np
 
 from scoring import features as F
 from services.feature_service.store import EventBatch
+from services.gateway import metrics as M
 from services.gateway.backlog import FoldBacklog
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.stages import (
@@ -98,6 +100,10 @@ class Cascade:
         # Events answered without the feature service are folded later from here.
         self.backlog = backlog
         self._fold_lock = asyncio.Lock()
+        for name, breaker in self.breakers.items():
+            M.BREAKER_STATE.labels(name).set_function(functools.partial(_breaker_code, breaker))
+        if backlog is not None:
+            M.FOLD_BACKLOG.set_function(lambda: backlog.pending)
 
     async def warm_up(self, timeout_s: float = 5.0) -> dict[str, str]:
         """One call to each stage (an empty batch for the feature service: nothing is folded)."""
@@ -125,6 +131,8 @@ class Cascade:
         if not breaker.allow():
             raise StageError(stage, "circuit_open", f"{breaker.failures} failures in a row; retried every "
                                                     f"{breaker.reset_s * 1e3:.0f} ms")
+        started = time.perf_counter()
+        opened = breaker.opened_count
         try:
             result = await call(timeout_s)
         except StageError as exc:
@@ -132,8 +140,12 @@ class Cascade:
                 breaker.failure()
             else:
                 breaker.success()  # the stage answered, if only with an error: it is up
+            M.STAGE_LATENCY.labels(stage, exc.kind).observe(time.perf_counter() - started)
+            if breaker.opened_count != opened:
+                M.BREAKER_OPENED.labels(stage).inc()
             raise
         breaker.success()
+        M.STAGE_LATENCY.labels(stage, "ok").observe(time.perf_counter() - started)
         return result
 
     async def _fold_in_order(
@@ -252,6 +264,10 @@ class Cascade:
             model_version=versions,
             error=errors,
         )
+
+
+def _breaker_code(breaker: CircuitBreaker) -> float:
+    return float(M.BREAKER_CODES[breaker.state])
 
 
 def _join(a: str, b: str) -> str:

@@ -18,6 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from scoring.v1 import features_pb2, gateway_pb2, gateway_pb2_grpc, types_pb2
+from services.gateway import metrics as M
 from services.gateway.batcher import MicroBatcher, Outcome, Overloaded, monotonic_deadline
 from services.gateway.stages import FeatureClient, StageError
 from services.gateway.validation import FieldError, validate
@@ -47,6 +48,7 @@ def _response(transaction_id: str, outcome: Outcome) -> types_pb2.ScoreResponse:
 
 
 def _error_response(transaction_id: str, code: int, field: str, message: str) -> types_pb2.ScoreResponse:
+    M.ERRORS.labels(code_pb2.Code.Name(code)).inc()
     return types_pb2.ScoreResponse(
         transaction_id=transaction_id,
         stage=types_pb2.STAGE_NONE,
@@ -57,6 +59,7 @@ def _error_response(transaction_id: str, code: int, field: str, message: str) ->
 
 
 async def _abort_invalid(context: grpc.aio.ServicerContext, exc: FieldError) -> None:
+    M.ERRORS.labels("INVALID_ARGUMENT").inc()
     violation = error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.description)
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
@@ -94,6 +97,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         try:
             future = self.batcher.submit(event, monotonic_deadline(self.budget_s, context.time_remaining()))
         except Overloaded as exc:
+            M.ERRORS.labels("RESOURCE_EXHAUSTED").inc()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"gateway overloaded: {exc}")
         outcome = await future
         if outcome.error:

@@ -11,6 +11,7 @@ class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     port: int = 50051
+    metrics_port: int = 9464
     features_address: str = "127.0.0.1:50052"
     filter_address: str = "127.0.0.1:50053"
     triton_address: str = "127.0.0.1:8001"
