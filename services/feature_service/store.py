@@ -6,6 +6,7 @@ round trip whatever its size; they return raw aggregates that `scoring.features`
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class FeatureStore:
         )
         self.redis = redis.Redis(connection_pool=pool)
         self.state_ttl_s = state_ttl_s
+        self._in_order = asyncio.Lock()
         self._fold = self.redis.register_script((_HERE / "fold.lua").read_text())
         self._labels = self.redis.register_script((_HERE / "labels.lua").read_text())
         self._fold_header = [
@@ -88,7 +90,11 @@ class FeatureStore:
                 float.__repr__(float(batch.amount[i])),
             )
         try:
-            reply = await self._fold(args=args)
+            # One fold at a time, in arrival order (asyncio.Lock is FIFO): with folds in flight on several
+            # connections, a customer's later event could reach Redis first and its recent-event sequence
+            # would miss the earlier one. Redis runs scripts one at a time anyway; only the round trip is lost.
+            async with self._in_order:
+                reply = await self._fold(args=args)
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
         rows = np.frombuffer(reply, dtype="<f8").reshape(n, ROW_LEN)

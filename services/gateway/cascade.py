@@ -8,7 +8,6 @@ ensemble is a fixed graph and cannot skip its heavy models on the filter's outpu
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -99,7 +98,6 @@ class Cascade:
         self.unfiltered_max = unfiltered_max
         # Events answered without the feature service are folded later from here.
         self.backlog = backlog
-        self._fold_lock = asyncio.Lock()
         for name, breaker in self.breakers.items():
             M.BREAKER_STATE.labels(name).set_function(functools.partial(_breaker_code, breaker))
         if backlog is not None:
@@ -148,26 +146,6 @@ class Cascade:
         M.STAGE_LATENCY.labels(stage, "ok").observe(time.perf_counter() - started)
         return result
 
-    async def _fold_in_order(
-        self, batch: EventBatch, cum_share: float, budget: float, started: float, deadline: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The features stage, one batch at a time in arrival order (the later stages overlap freely).
-
-        An entity's state must see its events in the order they came: with two folds in flight, a customer's
-        later event could be folded first and its recent-event sequence would miss the earlier one, which the
-        offline features (and the models) never see. Waiting for the previous fold counts against the share.
-        """
-        timeout = self._stage_timeout(cum_share, budget, started, deadline)
-        try:
-            await asyncio.wait_for(self._fold_lock.acquire(), timeout)
-        except TimeoutError as exc:
-            raise StageError("features", "timeout", "earlier folds still in flight") from exc
-        try:
-            timeout = self._stage_timeout(cum_share, budget, started, deadline)
-            return await self._call("features", timeout, lambda t: self.features.update_and_get(batch, t))
-        finally:
-            self._fold_lock.release()
-
     def _stage_timeout(
         self, cum_share: float, budget_s: float, started: float, deadline: float, now: float | None = None
     ) -> float:
@@ -194,7 +172,12 @@ class Cascade:
         # 1. Features (also folds the events into the entities' state).
         self_contained = False
         try:
-            features, sequences = await self._fold_in_order(batch, cum[0], budget, started, deadline)
+            # Batches are sent in the order they were formed (nothing awaits before this call), and the feature
+            # service folds them in the order they arrive, so entity state sees events in order.
+            timeout = self._stage_timeout(cum[0], budget, started, deadline)
+            features, sequences = await self._call(
+                "features", timeout, lambda t: self.features.update_and_get(batch, t)
+            )
         except StageError as exc:
             reasons = [exc.reason] * n
             self_contained = True
