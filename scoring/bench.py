@@ -48,6 +48,7 @@ from google.rpc import code_pb2
 from hdrh.histogram import HdrHistogram
 
 from scoring.features import LABEL_DELAY_DAYS, SEQ_FEATURE_NAMES, SEQ_LEN, US_PER_DAY
+from scoring.replay import transaction
 from scoring.v1 import features_pb2, features_pb2_grpc, gateway_pb2, gateway_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
@@ -342,13 +343,9 @@ class EventSource:
         for i in np.flatnonzero(self.fraud[rows]).tolist():
             self.pending_labels.append((int(times[i]), f"{prefix}{i}"))
         for i, (r, t) in enumerate(zip(rows.tolist(), times.tolist(), strict=True)):
-            out.append(types_pb2.Transaction(
-                transaction_id=f"{prefix}{i}",
-                timestamp=Timestamp(seconds=t // 1_000_000, nanos=(t % 1_000_000) * 1000),
-                customer_id=f"C{self.customer[r]}",
-                terminal_id=f"T{self.terminal[r]}",
-                amount=float(self.amount[r]),
-            ))
+            tx = transaction(i, t, int(self.customer[r]), int(self.terminal[r]), float(self.amount[r]))
+            tx.transaction_id = f"{prefix}{i}"
+            out.append(tx)
         return out
 
 
@@ -956,17 +953,13 @@ async def restart_filter(stack: Any, threshold: float | None, timeout_s: float =
     """Restarts the stack's filter service with another FILTER_THRESHOLD (the filter reads it at start), then
     waits until the gateway answers an event without a filter-related degradation again."""
     child = stack.children["filter_model"]
-    if child.process is not None and child.alive():
-        child.process.terminate()
-        child.process.wait(timeout=timeout_s)
     env = dict(child.env)
     if threshold is None:
         env.pop("FILTER_THRESHOLD", None)
     else:
         env["FILTER_THRESHOLD"] = repr(float(threshold))
     child.env = env
-    child.start()
-    await stack.wait_ready(child, timeout_s)
+    await stack.restart("filter_model")
     deadline = time.monotonic() + timeout_s
     async with grpc.aio.insecure_channel(stack.gateway_address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)

@@ -30,6 +30,7 @@ from scoring import simulator
 from scoring.metrics import score_table
 from scoring.replay import transaction
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
+from services.filter_model.model import FilterModel, probability_of_positive
 
 # Le Borgne et al., Reproducible Machine Learning for Credit Card Fraud Detection, chapter 7 summary, test set:
 # (AUC ROC, average precision, card precision@100).
@@ -52,13 +53,6 @@ class Offline:
     threshold: float
 
 
-def _positive_probability(outputs: list[Any]) -> np.ndarray:
-    probs = np.asarray(outputs[-1])
-    return (probs[:, 1] if probs.ndim == 2 and probs.shape[1] == 2 else probs.reshape(len(probs), -1)[:, 0]).astype(
-        np.float64
-    )
-
-
 def run_onnx(path: Path, features: np.ndarray, sequences: np.ndarray) -> np.ndarray:
     """Class-1 probability from an exported model, feeding each graph input by its name."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -70,7 +64,7 @@ def run_onnx(path: Path, features: np.ndarray, sequences: np.ndarray) -> np.ndar
             feeds[graph_input.name] = np.ascontiguousarray(features, dtype=np.float32)
         else:
             raise ValueError(f"{path}: cannot tell what to feed input {graph_input.name!r}")
-    return _positive_probability(session.run(None, feeds))
+    return probability_of_positive(session.run(None, feeds)).astype(np.float64)
 
 
 def test_mask(frame: pd.DataFrame, period: tuple[int, int]) -> np.ndarray:
@@ -78,10 +72,11 @@ def test_mask(frame: pd.DataFrame, period: tuple[int, int]) -> np.ndarray:
     return np.asarray((days >= period[0]) & (days < period[1]))
 
 
-def offline_scores(artifacts: Path, frame: pd.DataFrame, report: dict[str, Any]) -> Offline:
-    from services.filter_model.model import FilterModel
-
-    feats, seqs = F.compute_offline(frame)
+def offline_scores(
+    artifacts: Path, frame: pd.DataFrame, report: dict[str, Any], computed: tuple[np.ndarray, np.ndarray] | None = None
+) -> Offline:
+    """`computed`: the frame's offline features and sequences, when the caller has them already."""
+    feats, seqs = computed if computed is not None else F.compute_offline(frame)
     te = test_mask(frame, tuple(report["periods"]["test"]))
     x, s = feats[te], seqs[te]
     filter_model = FilterModel(artifacts / "models" / "filter")
@@ -104,9 +99,12 @@ def offline_scores(artifacts: Path, frame: pd.DataFrame, report: dict[str, Any])
     )
 
 
-def history_gaps(frame: pd.DataFrame, period: tuple[int, int], history_days: int) -> int:
-    """Test events whose features, computed from `history_days` of history only, differ from the full history's."""
-    full_f, full_s = F.compute_offline(frame)
+def history_gaps(
+    frame: pd.DataFrame, period: tuple[int, int], history_days: int, full: tuple[np.ndarray, np.ndarray]
+) -> int:
+    """Test events whose features, computed from `history_days` of history only, differ from the full history's
+    (`full`: the features and sequences computed on the whole frame)."""
+    full_f, full_s = full
     days = frame["TX_TIME_DAYS"].to_numpy()
     sub = frame.loc[days >= period[0] - history_days].reset_index(drop=True)
     sub_f, sub_s = F.compute_offline(sub)
@@ -244,7 +242,8 @@ async def evaluate(
     report = json.loads((artifacts / "train_report.json").read_text())
     frame = simulator.read_parquet(artifacts / "data" / "transactions.parquet")
     period = (int(report["periods"]["test"][0]), int(report["periods"]["test"][1]))
-    offline = offline_scores(artifacts, frame, report)
+    computed = F.compute_offline(frame)
+    offline = offline_scores(artifacts, frame, report, computed)
     y = offline.frame["TX_FRAUD"].to_numpy()
     result: dict[str, Any] = {
         "test_period_days": list(period),
@@ -264,7 +263,7 @@ async def evaluate(
     result["live"] = {
         "gateway": gateway,
         "history_days": history_days,
-        "history_gaps": history_gaps(frame, period, history_days),
+        "history_gaps": history_gaps(frame, period, history_days, computed),
         "replayed_events": live.replayed,
         "elapsed_s": round(live.elapsed_s, 2),
         "labels_accepted": live.labels_accepted,

@@ -67,8 +67,11 @@ class FilterModel:
 
 
 def probability_of_positive(outputs: list[object]) -> np.ndarray:
-    """Class-1 probability from a converted classifier's outputs (a [n, 2] tensor, or a list of dicts)."""
+    """Class-1 probability from a converted model's outputs (a tensor, or a list of dicts)."""
     probs = outputs[-1]
     if isinstance(probs, np.ndarray):
-        return (probs[:, 1] if probs.ndim == 2 else probs).astype(np.float32)
+        # [n, 2] class probabilities, or one probability per row ([n, 1] or [n]).
+        return (probs[:, 1] if probs.ndim == 2 and probs.shape[1] == 2 else probs.reshape(len(probs))).astype(
+            np.float32
+        )
     return np.asarray([row[1] for row in probs], dtype=np.float32)  # type: ignore[attr-defined]
