@@ -326,8 +326,18 @@ class Stack:
         child = self.children[name]
         if child.alive():
             await self.kill(name, signal.SIGTERM)
-        child.start()
-        await self.wait_ready(child, self.config.ready_timeout_s)
+        # A restart right after a crash can die at start-up (seen once with Triton killed by SIGKILL, whose
+        # backend stubs were still exiting): a supervisor tries again rather than leaving the stage down.
+        for attempt in range(3):
+            child.start()
+            try:
+                await self.wait_ready(child, self.config.ready_timeout_s)
+                return
+            except StackError:
+                if child.alive() or attempt == 2:
+                    raise
+                log.warning("%s exited during restart; trying again", name)
+                await asyncio.sleep(0.5)
 
     async def __aenter__(self) -> Stack:
         await self.start()
