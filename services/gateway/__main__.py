@@ -43,6 +43,7 @@ async def main() -> None:
         batch_wait_us=settings.batch_wait_us,
         max_inflight_batches=settings.max_inflight_batches,
         max_queued=settings.max_queued_events,
+        features_inflight_batches=settings.features_inflight_batches,
     )
 
     async def warm_up() -> None:

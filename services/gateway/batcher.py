@@ -1,7 +1,10 @@
 """Micro-batching of concurrent events into one downstream call per stage.
 
-Greedy: an idle gateway sends a lone event at once; while batches are in flight, new events queue and the next
-batch takes all of them (up to `max_batch`), after at most `batch_wait_us` to let a burst gather. The queue is
+Greedy: an idle gateway sends a lone event at once; while a batch is at the feature stage, new events queue and
+the next batch takes all of them (up to `max_batch`) as soon as that stage is over, after at most
+`batch_wait_us` to let a burst gather. The feature service folds one batch at a time (in arrival order), so
+sending it several small batches at once only queues them there; one batch at the feature stage and up to
+`max_inflight_batches` in the later stages makes batches grow with the load instead of the queue. The queue is
 bounded: past `max_queued` a submit fails with `Overloaded` at once, so memory cannot grow without bound.
 """
 
@@ -54,6 +57,7 @@ class MicroBatcher:
         batch_wait_us: int,
         max_inflight_batches: int,
         max_queued: int,
+        features_inflight_batches: int = 1,
     ) -> None:
         self.cascade = cascade
         self.max_batch = max_batch
@@ -62,6 +66,7 @@ class MicroBatcher:
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max_inflight_batches)
+        self._feature_slots = asyncio.Semaphore(max(1, min(features_inflight_batches, max_inflight_batches)))
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
@@ -96,6 +101,7 @@ class MicroBatcher:
                 self._wakeup.clear()
                 continue
             await self._slots.acquire()
+            await self._feature_slots.acquire()
             if self._inflight > 0 and len(self._queue) < self.max_batch and self.batch_wait_s > 0:
                 await asyncio.sleep(self.batch_wait_s)
             take = min(len(self._queue), self.max_batch)
@@ -108,6 +114,14 @@ class MicroBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _process(self, pending: list[_Pending]) -> None:
+        released = False
+
+        def features_done() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._feature_slots.release()
+
         try:
             live = [p for p in pending if not p.future.done()]
             if live:
@@ -120,7 +134,7 @@ class MicroBatcher:
                 )
                 urgent = min(live, key=lambda p: p.deadline)
                 try:
-                    outcome = await self.cascade.score(batch, urgent.deadline, urgent.budget)
+                    outcome = await self.cascade.score(batch, urgent.deadline, urgent.budget, features_done)
                 except Exception as exc:  # a bug must not leave events unanswered
                     log.exception("cascade failed")
                     outcome = _failed(len(live), f"internal: {type(exc).__name__}")
@@ -138,6 +152,7 @@ class MicroBatcher:
                             )
                         )
         finally:
+            features_done()
             self._inflight -= 1
             self._slots.release()
 

@@ -159,8 +159,18 @@ class Cascade:
             raise StageError("budget", "exhausted", f"{allowed * 1e3:.2f} ms left of the stage's share")
         return allowed
 
-    async def score(self, batch: EventBatch, deadline: float, budget_s: float | None = None) -> BatchOutcome:
-        """Scores a batch whose most urgent event must be answered by `deadline` and had `budget_s` in all."""
+    async def score(
+        self,
+        batch: EventBatch,
+        deadline: float,
+        budget_s: float | None = None,
+        features_done: Callable[[], None] | None = None,
+    ) -> BatchOutcome:
+        """Scores a batch whose most urgent event must be answered by `deadline` and had `budget_s` in all.
+
+        `features_done` is called once the feature stage is over (answered, failed or skipped): the batcher
+        forms the next batch then, so a feature service that folds one batch at a time gets one larger batch
+        instead of a queue of small ones."""
         n = len(batch)
         budget = self.budget_s if budget_s is None else budget_s
         started = time.monotonic()
@@ -186,6 +196,8 @@ class Cascade:
                 self.backlog.add(batch)
             features = F.self_contained_features(batch.amount, batch.event_time_us)
             sequences = np.zeros((n, F.SEQ_LEN, len(F.SEQ_FEATURE_NAMES)), dtype=np.float32)
+        if features_done is not None:
+            features_done()
 
         # 2. The filter.
         filtered: FilterResult | None = None

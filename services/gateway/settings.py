@@ -38,6 +38,8 @@ class GatewaySettings(ServiceSettings):
     # 1 ms; a burst still gathers on its own while the batches in flight are out.
     batch_wait_us: int = 0
     max_inflight_batches: int = 4
+    # Batches at the feature stage at once: the feature service folds one at a time, so more only queue there.
+    features_inflight_batches: int = 1
     # Back-pressure: events queued for a batch beyond this are refused with RESOURCE_EXHAUSTED.
     max_queued_events: int = 8192
     # Events a single stream may have unanswered; past it the gateway stops reading (gRPC flow control).
