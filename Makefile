@@ -41,3 +41,13 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(ARTIFACTS)
+
+# The container target of the Triton model repository (official tritonserver image, onnxruntime backend), for
+# docker compose and Kubernetes: artifacts/triton_repository_container (CPU) and ..._gpu (KIND_GPU models).
+.PHONY: triton-repo docker-requirements
+triton-repo: models
+	$(PY) deploy/triton_repository.py --artifacts $(ARTIFACTS)
+
+# Pins the services' image requirements (deploy/docker/requirements.txt) to the versions installed here.
+docker-requirements: $(STAMP)
+	$(PY) deploy/docker/serving_requirements.py --out deploy/docker/requirements.txt

@@ -1,0 +1,75 @@
+"""`make triton-repo`: the container target of the Triton model repository, for docker compose and Kubernetes.
+
+The official `nvcr.io/nvidia/tritonserver` image serves the ONNX models with its `onnxruntime` backend (the local
+target runs them in Python-backend models instead). This script reads what `scoring train` left in ARTIFACTS (the
+ONNX files and, from train_report.json, the combiner weight and the model version) and writes two repositories
+with `services.ensemble.repository.write_repository`, the writer `scoring train` uses:
+
+    ARTIFACTS/triton_repository_container       KIND_CPU   compose's default profile, deploy/k8s (base)
+    ARTIFACTS/triton_repository_container_gpu   KIND_GPU   compose's `gpu` profile, deploy/k8s/overlays/gpu
+
+Both are written without a queue policy, as `scoring train` writes them: with one, Triton 2.51's dynamic batcher
+(the pinned image's version) can hold a request until its 500 ms idle poll; the gateway enforces every deadline.
+
+    python deploy/triton_repository.py [--artifacts artifacts]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout: import the project's own packages
+    sys.path.insert(0, str(ROOT))
+
+from scoring import features as F  # noqa: E402
+from services.ensemble.repository import write_repository  # noqa: E402
+
+# Target folder under ARTIFACTS -> whether its ONNX models run on the GPU. deploy/compose and deploy/k8s name these.
+CONTAINER_REPOSITORIES = {
+    "triton_repository_container": False,
+    "triton_repository_container_gpu": True,
+}
+GBT_ONNX = Path("models/ensemble/gbt.onnx")
+SEQ_ONNX = Path("models/ensemble/lstm.onnx")
+
+
+def build(artifacts: Path, gbt_onnx: Path | None = None, seq_onnx: Path | None = None) -> dict[str, Path]:
+    """Write every container repository under `artifacts`; returns {folder name: path}."""
+    report_path = artifacts / "train_report.json"
+    if not report_path.is_file():
+        raise SystemExit(f"{report_path} not found: train first (`make models` or `scoring train --out {artifacts}`)")
+    report = json.loads(report_path.read_text())
+    w_gbt = float(report["combiner_weight_gbt"])
+    written = {}
+    for name, gpu in CONTAINER_REPOSITORIES.items():
+        written[name] = write_repository(
+            artifacts / name,
+            gbt_onnx or artifacts / GBT_ONNX,
+            seq_onnx or artifacts / SEQ_ONNX,
+            n_features=len(F.FEATURE_NAMES),
+            seq_len=F.SEQ_LEN,
+            seq_features=len(F.SEQ_FEATURE_NAMES),
+            combiner_weights=(w_gbt, 1.0 - w_gbt),
+            version=int(report["version"]),
+            target="container",
+            gpu=gpu,
+            queue_policy=False,
+        )
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="write the container-target Triton model repositories")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    args = parser.parse_args(argv)
+    for name, path in build(args.artifacts).items():
+        print(f"wrote {path} ({'KIND_GPU' if CONTAINER_REPOSITORIES[name] else 'KIND_CPU'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
