@@ -18,6 +18,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from scoring.common import telemetry
+
 log = logging.getLogger(__name__)
 
 # (servicer, add_to_server function, full service name from the generated descriptor)
@@ -49,7 +51,10 @@ class GrpcServer:
         self.grace_s = grace_s
         self.warm_up = warm_up
         self.on_stop = on_stop
-        self.server = grpc.aio.server(interceptors=list(interceptors), options=SERVER_OPTIONS)
+        # Tracing's interceptor first, so the service's own interceptors run inside the server span.
+        self.server = grpc.aio.server(
+            interceptors=[*telemetry.server_interceptors(), *interceptors], options=SERVER_OPTIONS
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
@@ -87,6 +92,7 @@ class GrpcServer:
         await self.server.stop(self.grace_s)
         if self.on_stop is not None:
             await self.on_stop()
+        telemetry.shutdown_tracing()
         log.info("stopped")
 
     async def serve(self) -> None:

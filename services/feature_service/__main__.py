@@ -5,6 +5,7 @@ from __future__ import annotations
 from scoring.common.logs import configure_logging
 from scoring.common.metrics import serve_metrics
 from scoring.common.server import GrpcServer, run_service
+from scoring.common.telemetry import setup_tracing
 from scoring.v1 import features_pb2, features_pb2_grpc
 from services.feature_service.server import FeatureServicer
 from services.feature_service.settings import FeatureSettings
@@ -14,6 +15,7 @@ from services.feature_service.store import FeatureStore
 async def main() -> None:
     settings = FeatureSettings()
     configure_logging("feature_service", settings.log_level)
+    setup_tracing("feature_service")  # before any server or channel: their interceptors come from it
     serve_metrics(settings.host, settings.metrics_port)
     store = FeatureStore(
         settings.redis_url,

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import redis.asyncio as redis
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from scoring import features as F
 
 _HERE = Path(__file__).resolve().parent
+_tracer = trace.get_tracer("scoring.feature_service.store")
 ROW_LEN = 4 * F.N_WINDOWS + 1 + F.SEQ_RAW_FIELDS * (F.SEQ_LEN + 1)
 
 
@@ -89,14 +92,23 @@ class FeatureStore:
                 batch.terminal_id[i],
                 float.__repr__(float(batch.amount[i])),
             )
-        try:
-            # One fold at a time, in arrival order (asyncio.Lock is FIFO): with folds in flight on several
-            # connections, a customer's later event could reach Redis first and its recent-event sequence
-            # would miss the earlier one. Redis runs scripts one at a time anyway; only the round trip is lost.
-            async with self._in_order:
-                reply = await self._fold(args=args)
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        # A manual span rather than the redis instrumentation: that one would copy the script's arguments (every
+        # event of the batch) into db.statement.
+        with _tracer.start_as_current_span(
+            "redis fold", kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
+        ) as span:
+            try:
+                # One fold at a time, in arrival order (asyncio.Lock is FIFO): with folds in flight on several
+                # connections, a customer's later event could reach Redis first and its recent-event sequence
+                # would miss the earlier one. Redis runs scripts one at a time anyway; only the round trip is lost.
+                async with self._in_order:
+                    if span.is_recording():
+                        span.set_attributes({"db.system": "redis", "db.operation": "EVALSHA", "scoring.batch_size": n})
+                        span.add_event("lock acquired")
+                    reply = await self._fold(args=args)
+            except redis.RedisError as exc:
+                span.set_status(trace.StatusCode.ERROR, str(exc))
+                raise StoreUnavailable(str(exc)) from exc
         rows = np.frombuffer(reply, dtype="<f8").reshape(n, ROW_LEN)
         raw = rows[:, : 4 * F.N_WINDOWS]
         seq_count = rows[:, 4 * F.N_WINDOWS].astype(np.int64)

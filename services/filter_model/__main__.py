@@ -7,6 +7,7 @@ import numpy as np
 from scoring.common.logs import configure_logging
 from scoring.common.metrics import serve_metrics
 from scoring.common.server import GrpcServer, run_service
+from scoring.common.telemetry import setup_tracing
 from scoring.v1 import filter_pb2, filter_pb2_grpc
 from services.filter_model.model import FilterModel
 from services.filter_model.server import FilterServicer
@@ -16,6 +17,7 @@ from services.filter_model.settings import FilterSettings
 async def main() -> None:
     settings = FilterSettings()
     configure_logging("filter_model", settings.log_level)
+    setup_tracing("filter_model")  # before any server or channel: their interceptors come from it
     serve_metrics(settings.host, settings.metrics_port)
     model = FilterModel(settings.model_dir)
     threshold = model.meta.threshold if settings.threshold is None else settings.threshold

@@ -7,6 +7,7 @@ import time
 
 import grpc
 import numpy as np
+from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
 from scoring.common.metrics import LATENCY_BUCKETS_S
@@ -18,6 +19,7 @@ PREDICT_LATENCY = Histogram(
 )
 ROWS = Counter("scoring_filter_rows_total", "Rows scored, by model", ["model"])
 PASSED = Counter("scoring_filter_passed_total", "Rows at or above the threshold (sent on to the ensemble)")
+_tracer = trace.get_tracer("scoring.filter_model")
 
 
 class FilterServicer(filter_pb2_grpc.FilterModelServicer):
@@ -36,6 +38,16 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
             )
         matrix = np.frombuffer(request.features, dtype="<f4").reshape(request.rows, request.cols)
         started = time.perf_counter()
+        model = "fallback" if request.self_contained_only else "main"
+        span = _tracer.start_span("filter predict")
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "scoring.batch_size": request.rows,
+                    "scoring.model": model,
+                    "scoring.model_version": self.model.version,
+                }
+            )
         try:
             if request.rows <= self.inline_max_rows:
                 scores = self.model.predict(matrix, self_contained_only=request.self_contained_only)
@@ -44,8 +56,10 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
                     self.model.predict, matrix, self_contained_only=request.self_contained_only
                 )
         except FilterInputError as exc:
+            span.set_status(trace.StatusCode.ERROR, str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        model = "fallback" if request.self_contained_only else "main"
+        finally:
+            span.end()
         PREDICT_LATENCY.labels(model).observe(time.perf_counter() - started)
         ROWS.labels(model).inc(request.rows)
         PASSED.inc(int((scores >= self.threshold).sum()))

@@ -17,9 +17,12 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from services.feature_service.store import EventBatch
 from services.gateway import metrics as M
+from services.gateway import tracing
 from services.gateway.cascade import BatchOutcome, Cascade
 from services.gateway.validation import Event
 
@@ -46,6 +49,7 @@ class _Pending:
     deadline: float
     budget: float  # the event's whole budget (deadline - arrival): the stages' shares are of this
     future: asyncio.Future[Outcome]
+    span: Span  # the event's span (non-recording unless sampled)
 
 
 class MicroBatcher:
@@ -90,7 +94,8 @@ class MicroBatcher:
         if len(self._queue) >= self.max_queued:
             raise Overloaded(f"{len(self._queue)} events queued")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(event, deadline, deadline - time.monotonic(), future))
+        span = trace.get_current_span()  # the event's span, made current by the server (tracing.submit)
+        self._queue.append(_Pending(event, deadline, deadline - time.monotonic(), future, span))
         self._wakeup.set()
         return future
 
@@ -133,12 +138,21 @@ class MicroBatcher:
                     amount=np.fromiter((p.event.amount for p in live), np.float64, len(live)),
                 )
                 urgent = min(live, key=lambda p: p.deadline)
+                started = time.monotonic()
+                batch_span = tracing.batch_span([p.span for p in live], len(live))
+                # Downstream calls take their parent from here: the batch's span when an event of it is sampled,
+                # else the first event's unsampled span, so that the stages follow its "not sampled" decision.
+                parent = batch_span if batch_span is not None else live[0].span
                 try:
-                    outcome = await self.cascade.score(batch, urgent.deadline, urgent.budget, features_done)
+                    with trace.use_span(parent, end_on_exit=False):
+                        outcome = await self.cascade.score(batch, urgent.deadline, urgent.budget, features_done)
                 except Exception as exc:  # a bug must not leave events unanswered
                     log.exception("cascade failed")
                     outcome = _failed(len(live), f"internal: {type(exc).__name__}")
                 _count(outcome, live)
+                if batch_span is not None:
+                    _trace(outcome, live, started)
+                    batch_span.end()
                 for i, p in enumerate(live):
                     if not p.future.done():
                         p.future.set_result(
@@ -171,6 +185,16 @@ def _count(outcome: BatchOutcome, live: list[_Pending]) -> None:
         M.EVENTS.labels(M.STAGE_NAMES.get(stage, "none")).inc(n)
     for reason, n in Counter(outcome.degraded_reason[i] for i in scored if outcome.degraded_reason[i]).items():
         M.DEGRADED.labels(reason).inc(n)
+
+
+def _trace(outcome: BatchOutcome, live: list[_Pending], started: float) -> None:
+    now = time.monotonic()
+    for i, p in enumerate(live):
+        if p.span.is_recording():
+            arrival = p.deadline - p.budget
+            tracing.record(
+                p.span, outcome, i, size=len(live), budget_s=p.budget, queued_s=started - arrival, total_s=now - arrival
+            )
 
 
 def _failed(n: int, reason: str) -> BatchOutcome:

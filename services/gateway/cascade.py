@@ -51,6 +51,8 @@ class BatchOutcome:
     degraded_reason: list[str]
     model_version: list[str]
     error: list[str] = field(default_factory=list)  # "" when scored
+    # Seconds each stage called took (features, filter, ensemble), for the batch's trace.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,13 @@ class Cascade:
                 log.warning("stage not ready at start", extra={"stage": name, "reason": exc.reason})
         return status
 
-    async def _call(self, stage: str, timeout_s: float, call: Callable[[float], Awaitable[T]]) -> T:
+    async def _call(
+        self,
+        stage: str,
+        timeout_s: float,
+        call: Callable[[float], Awaitable[T]],
+        timings: dict[str, float] | None = None,
+    ) -> T:
         """One stage call behind its breaker: an open circuit answers at once instead of waiting out a timeout."""
         breaker = self.breakers[stage]
         if not breaker.allow():
@@ -138,12 +146,18 @@ class Cascade:
                 breaker.failure()
             else:
                 breaker.success()  # the stage answered, if only with an error: it is up
-            M.STAGE_LATENCY.labels(stage, exc.kind).observe(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            M.STAGE_LATENCY.labels(stage, exc.kind).observe(took)
+            if timings is not None:
+                timings[stage] = took
             if breaker.opened_count != opened:
                 M.BREAKER_OPENED.labels(stage).inc()
             raise
         breaker.success()
-        M.STAGE_LATENCY.labels(stage, "ok").observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        M.STAGE_LATENCY.labels(stage, "ok").observe(took)
+        if timings is not None:
+            timings[stage] = took
         return result
 
     def _stage_timeout(
@@ -178,6 +192,7 @@ class Cascade:
         reasons = [""] * n
         versions = [""] * n
         errors = [""] * n
+        timings: dict[str, float] = {}
 
         # 1. Features (also folds the events into the entities' state).
         self_contained = False
@@ -186,7 +201,7 @@ class Cascade:
             # service folds them in the order they arrive, so entity state sees events in order.
             timeout = self._stage_timeout(cum[0], budget, started, deadline)
             features, sequences = await self._call(
-                "features", timeout, lambda t: self.features.update_and_get(batch, t)
+                "features", timeout, lambda t: self.features.update_and_get(batch, t), timings
             )
         except StageError as exc:
             reasons = [exc.reason] * n
@@ -204,7 +219,9 @@ class Cascade:
         filter_reason = ""
         try:
             timeout = self._stage_timeout(cum[1], budget, started, deadline)
-            filtered = await self._call("filter", timeout, lambda t: self.filter.predict(features, self_contained, t))
+            filtered = await self._call(
+                "filter", timeout, lambda t: self.filter.predict(features, self_contained, t), timings
+            )
         except StageError as exc:
             filter_reason = exc.reason
 
@@ -237,7 +254,7 @@ class Cascade:
                 if timeout < TRITON_MIN_TIMEOUT_US / 1e6:
                     raise StageError("budget", "exhausted", f"{timeout * 1e3:.2f} ms left for the ensemble")
                 result = await self._call(
-                    "ensemble", timeout, lambda t: self.ensemble.score(features[idx], sequences[idx], t)
+                    "ensemble", timeout, lambda t: self.ensemble.score(features[idx], sequences[idx], t), timings
                 )
                 score[idx] = np.clip(result.scores, 0.0, 1.0)
                 stage[idx] = STAGE_ENSEMBLE
@@ -258,6 +275,7 @@ class Cascade:
             degraded_reason=reasons,
             model_version=versions,
             error=errors,
+            timings=timings,
         )
 
 

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 from tritonclient.utils import InferenceServerException
 
 from scoring import features as F
+from scoring.common import telemetry
 from scoring.v1 import features_pb2, features_pb2_grpc, filter_pb2, filter_pb2_grpc
 from services.feature_service.store import EventBatch
 
@@ -70,7 +73,9 @@ class EnsembleResult:
 
 class FeatureClient:
     def __init__(self, address: str) -> None:
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = grpc.aio.insecure_channel(
+            address, options=CHANNEL_OPTIONS, interceptors=telemetry.client_interceptors()
+        )
         self.stub = features_pb2_grpc.FeatureServiceStub(self.channel)
 
     async def update_and_get(self, batch: EventBatch, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +109,9 @@ class FeatureClient:
 
 class FilterClient:
     def __init__(self, address: str) -> None:
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = grpc.aio.insecure_channel(
+            address, options=CHANNEL_OPTIONS, interceptors=telemetry.client_interceptors()
+        )
         self.stub = filter_pb2_grpc.FilterModelStub(self.channel)
 
     async def predict(self, features: np.ndarray, self_contained_only: bool, timeout_s: float) -> FilterResult:
@@ -132,6 +139,7 @@ class EnsembleClient:
     def __init__(self, address: str, model: str) -> None:
         self.model = model
         self.client = triton.InferenceServerClient(url=address, channel_args=CHANNEL_OPTIONS)
+        self.tracer = trace.get_tracer("scoring.gateway.ensemble")
 
     async def score(self, features: np.ndarray, sequences: np.ndarray, timeout_s: float) -> EnsembleResult:
         inputs = [
@@ -140,13 +148,33 @@ class EnsembleClient:
         ]
         inputs[0].set_data_from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         inputs[1].set_data_from_numpy(np.ascontiguousarray(sequences, dtype=np.float32))
+        # tritonclient's aio client takes no interceptor: the client span and the traceparent header are ours.
+        # Triton traces every request that carries a traceparent, so only sampled ones get it.
+        with self.tracer.start_as_current_span(
+            f"triton infer {self.model}", kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
+        ) as span:
+            headers: dict[str, str] | None = None
+            if span.is_recording():
+                headers = {}
+                propagate.inject(headers)
+                span.set_attributes(
+                    {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": "ModelInfer",
+                     "scoring.model": self.model, "scoring.batch_size": int(features.shape[0])}
+                )
+            return await self._score(inputs, timeout_s, headers, span)
+
+    async def _score(
+        self, inputs: list[triton.InferInput], timeout_s: float, headers: dict[str, str] | None, span: trace.Span
+    ) -> EnsembleResult:
         try:
             # Our own cutoff on top of the client's: with Triton 2.51 a request can come back only at a later
             # deadline than the one it was given (seen with tiny queue timeouts), and a late answer is useless.
-            result = await asyncio.wait_for(self._infer(inputs, timeout_s), timeout_s + CUTOFF_MARGIN_S)
+            result = await asyncio.wait_for(self._infer(inputs, timeout_s, headers), timeout_s + CUTOFF_MARGIN_S)
         except TimeoutError as exc:
+            span.set_status(trace.StatusCode.ERROR, "timeout")
             raise StageError("ensemble", "timeout", f"no answer within {timeout_s * 1e3:.2f} ms") from exc
         except InferenceServerException as exc:
+            span.set_status(trace.StatusCode.ERROR, str(exc))
             status = str(exc.status() or "")
             if "DEADLINE_EXCEEDED" in status or "Deadline" in str(exc) or "timeout" in str(exc).lower():
                 raise StageError("ensemble", "timeout", str(exc)) from exc
@@ -157,15 +185,18 @@ class EnsembleClient:
         if scores is None:
             raise StageError("ensemble", "error", "response has no SCORE")
         response = result.get_response()
-        return EnsembleResult(
-            scores=scores.reshape(-1).astype(np.float64),
-            model_version=f"{response.model_name}:{response.model_version}",
-        )
+        version = f"{response.model_name}:{response.model_version}"
+        if span.is_recording():
+            span.set_attribute("scoring.model_version", version)
+        return EnsembleResult(scores=scores.reshape(-1).astype(np.float64), model_version=version)
 
-    async def _infer(self, inputs: list[triton.InferInput], timeout_s: float) -> triton.InferResult:
+    async def _infer(
+        self, inputs: list[triton.InferInput], timeout_s: float, headers: dict[str, str] | None = None
+    ) -> triton.InferResult:
         return await self.client.infer(
             self.model,
             inputs,
+            headers=headers,
             # All outputs: asking a Triton 2.51 ensemble for a subset fails with "unexpected deadlock".
             outputs=None,
             client_timeout=timeout_s,
