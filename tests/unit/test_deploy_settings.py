@@ -394,6 +394,9 @@ def test_tracing_goes_to_jaeger_from_every_service_and_from_triton(compose, k8s)
     for argv in (compose["services"]["triton"]["command"], _k8s_triton_args(k8s)):
         assert "--trace-config=mode=opentelemetry" in argv
         assert "--trace-config=opentelemetry,url=http://jaeger:4318/v1/traces" in argv
+        # Triton traces every request carrying a sampled context (the gateway's decision); rate=0 keeps it from
+        # starting unparented traces of its own (Triton's trace.md, "OpenTelemetry Context Propagation").
+        assert "--trace-config=rate=0" in argv and "--trace-config=level=TIMESTAMPS" in argv
 
 
 # ---- negative controls: the checks above do fail on drift ----
