@@ -980,6 +980,91 @@ async def restart_filter(stack: Any, threshold: float | None, timeout_s: float =
             await asyncio.sleep(0.2)
 
 
+async def saturated_throughput(gateway: str, source: EventSource, prefix: str, *, seconds: float = 8.0,
+                               batch: int = 200, window: int = 16) -> dict[str, Any]:
+    """Closed loop on ScoreBatchStream: `window` batches of `batch` events always outstanding; the events answered
+    per second (scored, degraded or not; errors counted apart) is the stack's throughput at saturation."""
+    n_messages = max(window * 4, int(seconds * 40_000 / batch))  # more than any rate this machine reaches
+    load = build_load(source, "batch", rate=batch * 100.0, duration_s=n_messages / 100.0, prefix=prefix, tick_s=0.01)
+    messages = [unit[3] for unit in load.units]
+    answered = errors = 0
+    room = asyncio.Semaphore(window)
+    stop_at = 0.0
+
+    async with grpc.aio.insecure_channel(gateway, options=CHANNEL_OPTIONS) as channel:
+        call = gateway_pb2_grpc.GatewayStub(channel).ScoreBatchStream(timeout=seconds + 60)
+        started = time.perf_counter()
+        stop_at = started + seconds
+
+        async def write() -> None:
+            for message in messages:
+                await room.acquire()
+                if time.perf_counter() >= stop_at:
+                    break
+                await call.write(message)
+            await call.done_writing()
+
+        writer = asyncio.create_task(write())
+        last = started
+        while True:
+            reply = await call.read()
+            if reply is grpc.aio.EOF:
+                break
+            last = time.perf_counter()
+            if last <= stop_at:
+                for response in reply.responses:
+                    if response.HasField("error") and response.error.code:
+                        errors += 1
+                    else:
+                        answered += 1
+            room.release()
+        await writer
+    elapsed = min(last, stop_at) - started
+    return {"seconds": round(elapsed, 2), "batch": batch, "window": window, "answered": answered,
+            "errors": errors, "events_per_s": round(answered / elapsed, 1) if elapsed > 0 else 0.0}
+
+
+async def tracing_overhead(stack: Any, source: EventSource, run_tag: str, rounds: int = 2,
+                           seconds: float = 8.0) -> dict[str, Any]:
+    """Saturated throughput with tracing at the default sampling and with tracing off, alternated `rounds` times
+    (the services are restarted with or without OTEL_SDK_DISABLED; Redis and Triton stay up). The gateway gets a
+    budget that no stage misses for these runs, so that both do the same work: errors and cut-off stages would
+    make the faster answers cheaper."""
+    from scoring.common.telemetry import DEFAULT_SAMPLER, DEFAULT_SAMPLER_ARG
+
+    names = ("feature_service", "filter_model", "gateway")
+    original = {name: dict(stack.children[name].env) for name in names}
+    runs: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        for r in range(rounds):
+            for mode in ("off", "on"):
+                for name in names:
+                    env = dict(original[name])
+                    env["GATEWAY_BUDGET_MS"] = "1000"
+                    if mode == "off":
+                        env["OTEL_SDK_DISABLED"] = "true"
+                    else:
+                        env.pop("OTEL_SDK_DISABLED", None)
+                    stack.children[name].env = env
+                    await stack.restart(name)
+                await asyncio.sleep(1.0)  # channels reconnect, breakers close
+                got = await saturated_throughput(stack.gateway_address, source, f"{run_tag}tr{r}{mode}-",
+                                                 seconds=seconds)
+                runs[mode].append(got["events_per_s"])
+                print(f"  tracing {mode:>3}, round {r + 1}: {got['events_per_s']:,.0f} events/s "
+                      f"({got['answered']:,} answered, {got['errors']:,} errors)", flush=True)
+    finally:
+        for name in names:
+            stack.children[name].env = original[name]
+    on, off = float(np.mean(runs["on"])), float(np.mean(runs["off"]))
+    sampler = original["gateway"].get("OTEL_TRACES_SAMPLER", DEFAULT_SAMPLER)
+    ratio = original["gateway"].get("OTEL_TRACES_SAMPLER_ARG", DEFAULT_SAMPLER_ARG)
+    return {"sampler": f"{sampler} {ratio}", "rounds": rounds, "seconds": seconds, "on": runs["on"],
+            "off": runs["off"], "on_mean": round(on, 1), "off_mean": round(off, 1),
+            "difference": round((on - off) / off, 4) if off else None,
+            "within_10_percent": bool(off) and abs(on - off) / off <= 0.10}
+
+
 def machine_info() -> dict[str, Any]:
     model = ""
     try:
@@ -1184,6 +1269,17 @@ def render_markdown(result: dict[str, Any]) -> str:
     if degraded:
         lines += ["", "Degraded answers over all steps, by reason: "
                   + ", ".join(f"`{k}` {v:,}" for k, v in sorted(degraded.items()))]
+    tr = result.get("tracing")
+    if tr:
+        lines += ["", "## Tracing overhead", "",
+                  "Saturated `ScoreBatchStream` (closed loop, 16 batches of 200 events outstanding, budget 1 s, "
+                  f"{tr['seconds']:g} s a run, off and on alternated {tr['rounds']} times; the services restarted "
+                  "with and without `OTEL_SDK_DISABLED=true`). Sampling: `{tr['sampler']}`.", "",
+                  "| tracing | runs (events/s) | mean events/s |", "|---|---|---:|",
+                  f"| off | {', '.join(f'{x:,.0f}' for x in tr['off'])} | {tr['off_mean']:,.0f} |",
+                  f"| on | {', '.join(f'{x:,.0f}' for x in tr['on'])} | {tr['on_mean']:,.0f} |", "",
+                  f"Difference {tr['difference']:+.1%} (target: within 10%, "
+                  f"{'met' if tr['within_10_percent'] else 'missed'})."]
     if result.get("ceilings"):
         lines += ["", "## Raw ceilings (same machine, same run)", "", "```", format_ceilings(result["ceilings"]), "```"]
     cpu = format_cpu(result["steps"])
@@ -1364,6 +1460,16 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
                                + ("" if best is None else
                                   f" (p99 {next(s for s in swept if s.target_rate == best).percentile_ms(99):.2f} ms,"
                                   f" ensemble {next(s for s in swept if s.target_rate == best).ensemble_share:.1%})"))
+
+        if config.standard and stack is not None and stack.tracing:
+            print("tracing overhead: saturated ScoreBatchStream, tracing off and at the default sampling ...",
+                  flush=True)
+            tr = await tracing_overhead(stack, source, run_tag)
+            result["tracing"] = tr
+            summary.append(f"Tracing overhead ({tr['sampler']}): saturated ScoreBatchStream throughput "
+                           f"{tr['on_mean']:,.0f} events/s traced against {tr['off_mean']:,.0f} untraced "
+                           f"({tr['difference']:+.1%}; target within 10%: "
+                           f"{'met' if tr['within_10_percent'] else 'missed'}).")
 
     if config.gateway:
         await body(config.gateway, config.features, None)

@@ -94,7 +94,7 @@ class MicroBatcher:
         if len(self._queue) >= self.max_queued:
             raise Overloaded(f"{len(self._queue)} events queued")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        span = trace.get_current_span()  # the event's span, made current by the server (tracing.submit)
+        span = tracing.submitting()  # the event's span, handed over by the server (tracing.submit)
         self._queue.append(_Pending(event, deadline, deadline - time.monotonic(), future, span))
         self._wakeup.set()
         return future
@@ -143,6 +143,8 @@ class MicroBatcher:
                 # Downstream calls take their parent from here: the batch's span when an event of it is sampled,
                 # else the first event's unsampled span, so that the stages follow its "not sampled" decision.
                 parent = batch_span if batch_span is not None else live[0].span
+                if not parent.get_span_context().is_valid:
+                    parent = tracing.unsampled_parent()
                 try:
                     with trace.use_span(parent, end_on_exit=False):
                         outcome = await self.cascade.score(batch, urgent.deadline, urgent.budget, features_done)
