@@ -11,6 +11,7 @@ from scoring.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway.backlog import FoldBacklog
 from services.gateway.batcher import MicroBatcher
 from services.gateway.cascade import Cascade, StageShares
+from services.gateway.dedup import RecentAnswers, Submitter
 from services.gateway.server import GatewayServicer
 from services.gateway.settings import GatewaySettings
 from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient
@@ -62,8 +63,11 @@ async def main() -> None:
         await filter_client.close()
         await ensemble.close()
 
+    submitter: Submitter = batcher
+    if settings.dedup_window_s > 0:
+        submitter = RecentAnswers(batcher, window_s=settings.dedup_window_s, max_events=settings.dedup_max_events)
     servicer = GatewayServicer(
-        batcher,
+        submitter,
         features,
         budget_s=budget_s,
         max_inflight_per_stream=settings.max_inflight_per_stream,

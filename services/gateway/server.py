@@ -19,7 +19,8 @@ from grpc_status import rpc_status
 
 from scoring.v1 import features_pb2, gateway_pb2, gateway_pb2_grpc, types_pb2
 from services.gateway import metrics as M
-from services.gateway.batcher import MicroBatcher, Outcome, Overloaded, monotonic_deadline
+from services.gateway.batcher import Outcome, Overloaded, monotonic_deadline
+from services.gateway.dedup import Submitter
 from services.gateway.stages import FeatureClient, StageError
 from services.gateway.validation import FieldError, validate
 
@@ -72,7 +73,7 @@ async def _abort_invalid(context: grpc.aio.ServicerContext, exc: FieldError) -> 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     def __init__(
         self,
-        batcher: MicroBatcher,
+        batcher: Submitter,  # the MicroBatcher, or the recent-answer cache in front of it
         features: FeatureClient,
         *,
         budget_s: float,
@@ -99,6 +100,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         except Overloaded as exc:
             M.ERRORS.labels("RESOURCE_EXHAUSTED").inc()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"gateway overloaded: {exc}")
+        except FieldError as exc:  # the id was used for another event (recent-answer cache)
+            await _abort_invalid(context, exc)
         outcome = await future
         if outcome.error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"no stage could score the event: {outcome.error}")

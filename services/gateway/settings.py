@@ -46,3 +46,7 @@ class GatewaySettings(ServiceSettings):
     max_inflight_per_stream: int = 2048
     # Largest ScoreBatchStream message.
     max_request_batch: int = 4096
+    # A re-sent event (same transaction id) within this window gets the answer already given, not a second scoring;
+    # at most dedup_max_events ids are kept (oldest first out). dedup_window_s = 0 turns the cache off.
+    dedup_window_s: float = 30.0
+    dedup_max_events: int = 100_000
