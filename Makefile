@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 
-.PHONY: setup demo test bench evaluate protos lint models clean
+.PHONY: setup demo test bench evaluate protos lint models clean chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,12 @@ evaluate: models
 
 bench: models
 	$(VENV)/bin/scoring bench --artifacts $(ARTIFACTS)
+
+# A chaos soak: every fault (kill -9, SIGSTOP, latency, dropped connections, Redis emptied) three times, with longer
+# windows than the chaos tests of `make test`, on a local stack; prints the report table and writes the JSON.
+chaos: models
+	$(VENV)/bin/scoring chaos --artifacts $(ARTIFACTS) --rounds 3 --rate 300 --fault-window 10 --after 10 \
+		--json $(ARTIFACTS)/chaos.json
 
 protos: $(STAMP)
 	$(PY) -m scoring.protos_gen

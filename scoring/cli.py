@@ -29,7 +29,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from scoring.launcher import Ports, StackConfig, run_until_signalled
 
     env = dict(item.split("=", 1) for item in args.env)
-    config = StackConfig(artifacts=args.artifacts, ports=Ports.free() if args.free_ports else Ports(), env=env)
+    config = StackConfig(artifacts=args.artifacts, ports=Ports.free() if args.free_ports else Ports(), env=env,
+                         supervise=args.supervise)
     return asyncio.run(run_until_signalled(config))
 
 
@@ -131,6 +132,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return main(config)
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    """Chaos experiments: a steady stream, one fault at a time, the report table (`make chaos` runs a soak)."""
+    from scoring.chaos.experiment import Timing
+    from scoring.chaos.faults import STANDARD_FAULTS, parse_fault
+    from scoring.chaos.runner import ChaosConfig, main
+
+    faults = list(STANDARD_FAULTS) if args.faults == "all" else [f for f in args.faults.split(",") if f]
+    for text in faults:
+        parse_fault(text)  # refuse a bad list before starting anything
+    timing = Timing(rate=args.rate, before_s=args.before, fault_s=args.fault_window, after_s=args.after)
+    config = ChaosConfig(
+        artifacts=args.artifacts, faults=faults, timing=timing, rounds=args.rounds, budget_ms=args.budget_ms,
+        filter_threshold=None if args.filter_threshold < 0 else args.filter_threshold, target=args.target,
+        compose_project=args.compose_project, gateway=args.gateway, proxied_gateway=args.proxied_gateway,
+        proxy_control=args.proxy_control, json_path=args.json,
+    )
+    return main(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scoring", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     up.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
     up.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra service setting")
+    up.add_argument("--supervise", action=argparse.BooleanOptionalAction, default=True,
+                    help="restart children that die, with back-off (default); --no-supervise stops all instead")
     up.set_defaults(func=cmd_up)
 
     replay = sub.add_parser("replay", help="stream simulated transactions to a running gateway")
@@ -200,6 +222,28 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--json", type=Path, default=None, help="write the result (standard: docs/benchmarks.json)")
     bench.add_argument("--markdown", type=Path, default=None, help="write a report (standard: docs/benchmarks.md)")
     bench.set_defaults(func=cmd_bench)
+
+    chaos = sub.add_parser("chaos", help="chaos experiments: kill, stall, slow or cut one service mid-stream")
+    chaos.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    chaos.add_argument("--faults", default="all",
+                       help="comma-separated: kill:SERVICE, pause:SERVICE, latency:SERVICE[:MS[:JITTER_MS]], "
+                            "drop:SERVICE[:EVERY_S], redis-empty, client-drop[:EVERY_S]; or 'all' (the standard set)")
+    chaos.add_argument("--rate", type=float, default=200.0, help="events per second (open loop)")
+    chaos.add_argument("--before", type=float, default=2.0, help="seconds of steady stream before the fault")
+    chaos.add_argument("--fault-window", type=float, default=3.0, help="seconds a pause or proxy fault lasts")
+    chaos.add_argument("--after", type=float, default=4.0, help="seconds of stream after the service is back")
+    chaos.add_argument("--rounds", type=int, default=1, help="run the list this many times")
+    chaos.add_argument("--budget-ms", type=float, default=300.0, help="GATEWAY_BUDGET_MS of the local stack")
+    chaos.add_argument("--filter-threshold", type=float, default=0.0,
+                       help="FILTER_THRESHOLD of the local stack (0: every event reaches the ensemble; <0: trained)")
+    chaos.add_argument("--target", choices=("local", "compose"), default="local",
+                       help="local processes (started here) or a running compose project (Docker SDK)")
+    chaos.add_argument("--compose-project", default="scoring-graph", help="compose target: the project name")
+    chaos.add_argument("--gateway", default="127.0.0.1:50051", help="compose target: the gateway's published address")
+    chaos.add_argument("--proxied-gateway", default=None, help="compose target: the gateway through the fault proxy")
+    chaos.add_argument("--proxy-control", default=None, help="compose target: the fault proxy's control address")
+    chaos.add_argument("--json", type=Path, default=None, help="also write the reports as JSON")
+    chaos.set_defaults(func=cmd_chaos)
 
     args = parser.parse_args(argv)
     return int(args.func(args))
