@@ -4,15 +4,25 @@ Every event changes its customer's and terminal's rolling state, whether or not 
 answer in time; an event left out would skew every later feature of those entities. Folding is idempotent
 (the fold script keys each event by its transaction id), so the backlog re-sends a batch until the feature
 service takes it. Bounded: past `max_events`, the oldest batches are dropped and counted, never silently.
+
+Re-sends must not push an overloaded feature service over the edge: a stage that timed out is usually busy, and
+re-folding its batches at once doubles its work exactly then (a retry storm: timeouts breed re-sends that breed
+timeouts). So the backlog waits while the feature stage's breaker is not closed, merges queued batches into one
+call of up to `max_batch_events` (in their order), and after each call rests long enough that re-sends take at
+most `duty` of the time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 
+import numpy as np
+
 from services.feature_service.store import EventBatch
+from services.gateway.breaker import CLOSED, CircuitBreaker
 from services.gateway.stages import FeatureClient, StageError
 
 log = logging.getLogger(__name__)
@@ -20,9 +30,20 @@ log = logging.getLogger(__name__)
 
 class FoldBacklog:
     def __init__(
-        self, features: FeatureClient, *, max_events: int = 200_000, timeout_s: float = 2.0, retry_s: float = 0.2
+        self,
+        features: FeatureClient,
+        *,
+        max_events: int = 200_000,
+        timeout_s: float = 2.0,
+        retry_s: float = 0.2,
+        max_batch_events: int = 2048,
+        duty: float = 0.25,
     ) -> None:
         self.features = features
+        self.max_batch_events = max_batch_events
+        self.duty = duty
+        # The feature stage's breaker (set by the cascade): no re-sends while it is open or probing.
+        self.breaker: CircuitBreaker | None = None
         self.max_events = max_events
         self.timeout_s = timeout_s
         self.retry_s = retry_s
@@ -63,14 +84,39 @@ class FoldBacklog:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = self._batches[0]
+            if self.breaker is not None and self.breaker.state != CLOSED:
+                await asyncio.sleep(self.retry_s)
+                continue
+            taken = [self._batches[0]]
+            size = len(taken[0])
+            for queued in list(self._batches)[1:]:
+                if size + len(queued) > self.max_batch_events:
+                    break
+                taken.append(queued)
+                size += len(queued)
+            started = time.monotonic()
             try:
-                await self.features.update_and_get(batch, self.timeout_s)
+                await self.features.update_and_get(_merge(taken), self.timeout_s)
             except StageError as exc:
                 log.debug("backlog fold failed; will retry", extra={"reason": exc.reason})
                 await asyncio.sleep(self.retry_s)
                 continue
-            if self._batches and self._batches[0] is batch:
-                self._batches.popleft()
-                self._events -= len(batch)
-            self.folded += len(batch)
+            for batch in taken:
+                if self._batches and self._batches[0] is batch:
+                    self._batches.popleft()
+                    self._events -= len(batch)
+            self.folded += size
+            took = time.monotonic() - started
+            await asyncio.sleep(took * (1.0 - self.duty) / self.duty)
+
+
+def _merge(batches: list[EventBatch]) -> EventBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return EventBatch(
+        transaction_id=[t for b in batches for t in b.transaction_id],
+        event_time_us=np.concatenate([b.event_time_us for b in batches]),
+        customer_id=[c for b in batches for c in b.customer_id],
+        terminal_id=[t for b in batches for t in b.terminal_id],
+        amount=np.concatenate([b.amount for b in batches]),
+    )

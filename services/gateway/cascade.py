@@ -100,6 +100,8 @@ class Cascade:
         self.unfiltered_max = unfiltered_max
         # Events answered without the feature service are folded later from here.
         self.backlog = backlog
+        if backlog is not None:
+            backlog.breaker = self.breakers["features"]
         for name, breaker in self.breakers.items():
             M.BREAKER_STATE.labels(name).set_function(functools.partial(_breaker_code, breaker))
         if backlog is not None:
