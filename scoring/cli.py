@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -100,15 +101,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         started = time.monotonic()
-        async with Stack(StackConfig(artifacts=args.artifacts)) as stack:
+        env = {}
+        if "OTEL_TRACES_SAMPLER" not in os.environ:
+            # A larger sample than the services' 1% default, so that the budget report rests on enough events.
+            env = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(args.trace_ratio)}
+        stack = Stack(StackConfig(artifacts=args.artifacts, env=env))
+        if stack.trace_file is not None:
+            stack.trace_file.unlink(missing_ok=True)  # this run's traces only
+        async with stack:
             print(f"stack ready in {time.monotonic() - started:.1f} s: gateway {stack.gateway_address}", flush=True)
             frame = load_replay_frame(args.artifacts, args.events, args.offset)
             result = await replay_stream(stack.gateway_address, frame_transactions(frame), args.rate)
             print(result.summary(), flush=True)
         print("stack stopped", flush=True)
+        if stack.trace_file is not None:
+            from scoring.budget import format_report, load
+
+            print(format_report(load(stack.trace_file)), flush=True)
+        elif stack.tracing:
+            print("traces went to the configured collector: `scoring budget --jaeger URL` reads them", flush=True)
         return 0 if result.answered == result.sent else 1
 
     return asyncio.run(run())
+
+
+def cmd_budget(args: argparse.Namespace) -> int:
+    """Per-stage share of the latency budget, from Jaeger or the local trace file."""
+    from scoring.budget import format_report, load
+
+    try:
+        report = load(args.file, args.jaeger)
+    except (FileNotFoundError, OSError) as exc:
+        print(f"scoring budget: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -197,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--events", type=int, default=5000)
     demo.add_argument("--offset", type=int, default=0)
     demo.add_argument("--rate", type=float, default=1000.0)
+    demo.add_argument("--trace-ratio", type=float, default=0.1,
+                      help="share of events traced (unless OTEL_TRACES_SAMPLER is set); the budget report reads them")
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmark the stack: open-loop load, latency, throughput, ceilings")
@@ -222,6 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--json", type=Path, default=None, help="write the result (standard: docs/benchmarks.json)")
     bench.add_argument("--markdown", type=Path, default=None, help="write a report (standard: docs/benchmarks.md)")
     bench.set_defaults(func=cmd_bench)
+
+    budget = sub.add_parser("budget", help="where the latency budget went, per stage, from the traces")
+    budget.add_argument("--file", type=Path, default=Path("artifacts/logs/spans.otlp.jsonl"),
+                        help="OTLP/JSON lines written by the local stack's trace sink")
+    budget.add_argument("--jaeger", help="read from Jaeger's query API instead, e.g. http://localhost:16686")
+    budget.add_argument("--json", action="store_true", help="print the report as JSON")
+    budget.set_defaults(func=cmd_budget)
 
     chaos = sub.add_parser("chaos", help="chaos experiments: kill, stall, slow or cut one service mid-stream")
     chaos.add_argument("--artifacts", type=Path, default=Path("artifacts"))

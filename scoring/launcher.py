@@ -35,6 +35,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scoring.common.settings import ServiceSettings
+from scoring.common.telemetry import otlp_http_traces_url, tracing_enabled
 from services.feature_service.settings import FeatureSettings
 from services.filter_model.settings import FilterSettings
 from services.gateway.settings import GatewaySettings
@@ -81,6 +82,9 @@ class Ports:
     proxy_filter: int = 50063
     proxy_triton: int = 50064
     proxy_gateway: int = 50061
+    # The local OTLP receiver (scoring.trace_sink), started when no collector is configured.
+    otlp_grpc: int = 4317
+    otlp_http: int = 4318
 
     @classmethod
     def free(cls) -> Ports:
@@ -105,6 +109,8 @@ class StackConfig:
     supervise_interval_s: float = 0.05
     # Connections routed through the fault proxy: any of FAULT_ROUTES.
     fault_routes: tuple[str, ...] = ()
+    # Triton's OTLP/HTTP traces URL; by default derived from the OTEL_* settings (see Stack.tracing_env).
+    triton_trace_url: str | None = None
 
     @property
     def logs(self) -> Path:
@@ -182,6 +188,16 @@ async def grpc_serving(address: str, timeout_s: float = 1.0, service: str = "") 
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+async def tcp_open(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
 async def redis_ready(url: str) -> bool:
     import redis.asyncio as redis
 
@@ -240,6 +256,18 @@ class Stack:
         # Where clients reach the gateway: through the proxy when the gateway itself is a fault route.
         self.client_address = self.fault_routes["gateway"][0] if "gateway" in self.fault_routes \
             else self.gateway_address
+        # Tracing: to the collector the OTEL_* variables name, else to a local OTLP receiver writing a file that
+        # `scoring budget` reads; off with OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none.
+        merged = {**os.environ, **config.env}
+        self.tracing = tracing_enabled(merged)
+        collector = merged.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or merged.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        self.trace_sink = self.tracing and not collector
+        self.trace_file: Path | None = config.logs / "spans.otlp.jsonl" if self.trace_sink else None
+        self.triton_trace_url: str | None = None
+        if self.trace_sink:
+            self.triton_trace_url = f"http://127.0.0.1:{ports.otlp_http}/v1/traces"
+        elif self.tracing:
+            self.triton_trace_url = config.triton_trace_url or otlp_http_traces_url(merged)
         self.events: deque[SupervisorEvent] = deque(maxlen=1000)
         self._supervisor: asyncio.Task[None] | None = None
         self._recovering: dict[str, asyncio.Task[None]] = {}
@@ -265,6 +293,8 @@ class Stack:
                 "FILTER_METRICS_PORT": str(p.filter_metrics),
             }
         )
+        if self.trace_sink:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{p.otlp_grpc}"
         for name, (proxy, _) in self.fault_routes.items():
             variable = FAULT_ROUTES[name]
             if variable is not None:
@@ -283,6 +313,17 @@ class Stack:
             for name, (proxy, upstream) in self.fault_routes.items():
                 argv += ["--route", f"{name}={proxy}>{upstream}"]
             children.append(Child("faultproxy", argv, env, cfg.logs / "faultproxy.log"))
+        if self.trace_sink:
+            assert self.trace_file is not None
+            children.append(
+                Child(
+                    "trace_sink",
+                    [py, "-m", "scoring.trace_sink", "--grpc-port", str(p.otlp_grpc), "--http-port", str(p.otlp_http),
+                     "--out", str(self.trace_file.resolve())],
+                    env,
+                    cfg.logs / "trace_sink.log",
+                )
+            )
         if not self.external_redis:
             children.append(
                 Child(
@@ -302,7 +343,7 @@ class Stack:
                  "--grpc-port", str(p.triton_grpc), "--http-port", str(p.triton_http),
                  "--metrics-port", str(p.triton_metrics),
                  # Triton waits 30 s for in-flight work by default; the gateway is already gone by then.
-                 "--", "--exit-timeout-secs=3"],
+                 "--", "--exit-timeout-secs=3", *self.triton_trace_args()],
                 env,
                 cfg.logs / "triton.log",
             )
@@ -311,7 +352,24 @@ class Stack:
             children.append(Child(name, [py, "-m", f"services.{name}"], env, cfg.logs / f"{name}.log"))
         return children
 
+    def triton_trace_args(self) -> list[str]:
+        """Triton's own OpenTelemetry spans, for the requests that carry a traceparent (rate=0: no others)."""
+        if self.triton_trace_url is None:
+            return []
+        return [
+            "--trace-config=mode=opentelemetry",
+            "--trace-config=rate=0",
+            "--trace-config=count=-1",
+            "--trace-config=level=TIMESTAMPS",
+            f"--trace-config=opentelemetry,url={self.triton_trace_url}",
+            "--trace-config=opentelemetry,resource=service.name=triton",
+        ]
+
     async def _ready(self, child: Child) -> bool:
+        if child.name == "trace_sink":
+            return await tcp_open(f"127.0.0.1:{self.config.ports.otlp_grpc}") and await tcp_open(
+                f"127.0.0.1:{self.config.ports.otlp_http}"
+            )
         if child.name == "redis":
             return await redis_ready(self.redis_url)
         if child.name == "faultproxy":

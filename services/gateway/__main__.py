@@ -7,7 +7,9 @@ import logging
 from scoring.common.logs import configure_logging
 from scoring.common.metrics import serve_metrics
 from scoring.common.server import GrpcServer, run_service
+from scoring.common.telemetry import root_sampling_ratio, setup_tracing
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc
+from services.gateway import tracing
 from services.gateway.backlog import FoldBacklog
 from services.gateway.batcher import MicroBatcher
 from services.gateway.cascade import Cascade, StageShares
@@ -20,6 +22,9 @@ from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient
 async def main() -> None:
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
+    # Before any server or channel: their interceptors come from it.
+    setup_tracing("gateway", id_generator=tracing.ID_GENERATOR)
+    tracing.configure_sampling(root_sampling_ratio())
     serve_metrics(settings.host, settings.metrics_port)
     features = FeatureClient(settings.features_address)
     filter_client = FilterClient(settings.filter_address)

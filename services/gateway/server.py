@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry.trace import Link
 
 from scoring.v1 import features_pb2, gateway_pb2, gateway_pb2_grpc, types_pb2
 from services.gateway import metrics as M
+from services.gateway import tracing
 from services.gateway.batcher import Outcome, Overloaded, monotonic_deadline
 from services.gateway.dedup import Submitter
 from services.gateway.stages import FeatureClient, StageError
@@ -95,8 +97,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             event = validate(request.transaction)
         except FieldError as exc:
             await _abort_invalid(context, exc)
+        # The caller's trace goes on (its traceparent came in the metadata).
+        span = tracing.start_event(event.transaction_id, event.customer_id, root=False)
         try:
-            future = self.batcher.submit(event, monotonic_deadline(self.budget_s, context.time_remaining()))
+            deadline = monotonic_deadline(self.budget_s, context.time_remaining())
+            future = tracing.submit(self.batcher, event, deadline, span)
         except Overloaded as exc:
             M.ERRORS.labels("RESOURCE_EXHAUSTED").inc()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"gateway overloaded: {exc}")
@@ -118,6 +123,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         def answer(txid: str, future: asyncio.Future[Outcome]) -> None:
             out.put_nowait(_response(txid, future.result()))
 
+        links = tracing.stream_links()
+
         async def read() -> None:
             try:
                 async for request in request_iterator:
@@ -125,7 +132,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     txid = request.transaction.transaction_id
                     try:
                         event = validate(request.transaction)
-                        future = self.batcher.submit(event, monotonic_deadline(self.budget_s, None))
+                        span = tracing.start_event(txid, event.customer_id, root=True, links=links)
+                        future = tracing.submit(self.batcher, event, monotonic_deadline(self.budget_s, None), span)
                     except FieldError as exc:
                         out.put_nowait(_error_response(txid, code_pb2.INVALID_ARGUMENT, exc.field, str(exc)))
                         continue
@@ -158,6 +166,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         # least one batch), so a client sending small batches at a high rate is pipelined, not serialised;
         # past the bound the reader stops reading and gRPC flow control pushes back on the client.
         pending: asyncio.Queue[tuple[asyncio.Task[gateway_pb2.ScoreBatchResponse], int] | None] = asyncio.Queue()
+        links = tracing.stream_links()
         room = asyncio.Condition()
         inflight = 0
 
@@ -170,7 +179,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                         while inflight and inflight + n > self.max_inflight_per_stream:
                             await room.wait()
                         inflight += n
-                    pending.put_nowait((asyncio.create_task(self._score_batch(request)), n))
+                    pending.put_nowait((asyncio.create_task(self._score_batch(request, links)), n))
             finally:
                 pending.put_nowait(None)
 
@@ -190,7 +199,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         finally:
             reader.cancel()
 
-    async def _score_batch(self, request: gateway_pb2.ScoreBatchRequest) -> gateway_pb2.ScoreBatchResponse:
+    async def _score_batch(
+        self, request: gateway_pb2.ScoreBatchRequest, links: Sequence[Link]
+    ) -> gateway_pb2.ScoreBatchResponse:
         n = len(request.transactions)
         if n == 0:
             return gateway_pb2.ScoreBatchResponse(
@@ -208,7 +219,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         slots: list[types_pb2.ScoreResponse | asyncio.Future[Outcome]] = []
         for i, tx in enumerate(request.transactions):
             try:
-                slots.append(self.batcher.submit(validate(tx, f"transactions[{i}]"), deadline))
+                event = validate(tx, f"transactions[{i}]")
+                span = tracing.start_event(event.transaction_id, event.customer_id, root=True, links=links)
+                slots.append(tracing.submit(self.batcher, event, deadline, span))
             except FieldError as exc:
                 slots.append(_error_response(tx.transaction_id, code_pb2.INVALID_ARGUMENT, exc.field, str(exc)))
             except Overloaded as exc:
