@@ -152,6 +152,7 @@ class Child:
 
     def start(self) -> None:
         self.ready = False
+        self.kill_leftovers()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
@@ -161,8 +162,20 @@ class Child:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # Its own process group, so that what it spawns can be found and ended with it (kill_leftovers).
+            process_group=0,
         )
         log_file.close()
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL to what the last run of the child left in its process group once the child itself is gone:
+        Triton's Python-backend stubs outlive a tritonserver killed with SIGKILL, each holding its model."""
+        if self.process is None or self.process.poll() is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     @property
     def pid(self) -> int | None:
@@ -538,6 +551,7 @@ class Stack:
                 log.warning("killing %s after %.0f s", child.name, self.config.stop_grace_s)
                 child.process.kill()
                 child.process.wait()
+            child.kill_leftovers()
 
     def send_signal(self, name: str, sig: int) -> None:
         """Signals one child (chaos tests: SIGSTOP to hang it, SIGCONT to resume it, SIGKILL to crash it)."""

@@ -60,3 +60,30 @@ def test_scoring_up_then_sigterm_leaves_no_process_behind(artifacts: Path, tmp_p
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_killed_triton_leaves_no_backend_stub_behind(artifacts: Path, tmp_path: Path) -> None:
+    """A Triton killed with SIGKILL leaves none of its Python-backend stubs (each holds a model in memory) behind.
+
+    The stubs notice a dead server within seconds on their own; the launcher also ends whatever is left in a
+    dead child's process group before it starts the child again, and at stop."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scoring.cli", "up", "--free-ports", "--artifacts", str(artifacts)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        _wait_for_line(process, "ready", 120)
+        [triton] = [p for p in psutil.Process(process.pid).children(recursive=True) if p.name() == "tritonserver"]
+        stubs = [p for p in triton.children(recursive=True) if "triton_python_backend_stub" in " ".join(p.cmdline())]
+        assert stubs, "Triton runs its models in Python-backend stub processes"
+        triton.kill()
+        gone, alive = psutil.wait_procs(stubs, timeout=60)
+        assert not alive, f"stubs of the killed Triton still running: {[p.pid for p in alive]}"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
