@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     chaos.add_argument("--fault-window", type=float, default=3.0, help="seconds a pause or proxy fault lasts")
     chaos.add_argument("--after", type=float, default=4.0, help="seconds of stream after the service is back")
     chaos.add_argument("--rounds", type=int, default=1, help="run the list this many times")
-    chaos.add_argument("--budget-ms", type=float, default=300.0, help="GATEWAY_BUDGET_MS of the local stack")
+    chaos.add_argument("--budget-ms", type=float, default=1000.0,
+                       help="GATEWAY_BUDGET_MS of the local stack (scoring.chaos.runner.CHAOS_BUDGET_MS)")
     chaos.add_argument("--filter-threshold", type=float, default=0.0,
                        help="FILTER_THRESHOLD of the local stack (0: every event reaches the ensemble; <0: trained)")
     chaos.add_argument("--target", choices=("local", "compose"), default="local",

@@ -32,6 +32,7 @@ from scoring.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 log = logging.getLogger(__name__)
 
 UNANSWERED, FULL, DEGRADED, ERROR = 0, 1, 2, 3
+NO_STAGE = "no stage could score the event"  # the gateway's per-event UNAVAILABLE message
 
 CLIENT_CHANNEL_OPTIONS = [
     *CHANNEL_OPTIONS,
@@ -93,7 +94,10 @@ class Ledger:
         self.stage[i] = int(response.stage)
         if response.HasField("error"):
             self.status[i] = ERROR
-            self.reason[i] = f"{response.error.code}:{response.degraded_reason or response.error.field}"
+            message = response.error.message
+            # "no stage could score the event: <the stages' reasons, in the order they failed>"
+            why = message.rsplit(": ", 1)[-1] if message.startswith(NO_STAGE) else ""
+            self.reason[i] = f"{response.error.code}:{why or response.degraded_reason or response.error.field}"
         elif response.degraded:
             self.status[i] = DEGRADED
             self.reason[i] = response.degraded_reason

@@ -67,6 +67,7 @@ class Report:
     degraded: dict[str, int] = field(default_factory=dict)
     degraded_during: dict[str, int] = field(default_factory=dict)
     unexpected_reasons: dict[str, int] = field(default_factory=dict)
+    unexpected_errors: dict[str, int] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)  # per phase
     p50_ms: dict[str, float | None] = field(default_factory=dict)
     p99_ms: dict[str, float | None] = field(default_factory=dict)
@@ -74,7 +75,7 @@ class Report:
     service_p99_ms: dict[str, float | None] = field(default_factory=dict)  # from the event's last send
     down_s: float = 0.0
     recover_s: float | None = None
-    caught: int = 0  # due before the fault, answered only after the service was back: caught in it
+    caught: int = 0  # sent before the fault was in, answered only after the service was back: caught in it
     resent: int = 0
     reconnects: int = 0
     stalls: int = 0
@@ -102,7 +103,9 @@ def _percentiles(latencies_s: list[float]) -> tuple[float | None, float | None, 
 
 
 def build_report(fault: Fault, target_name: str, rate: float, ledger: Ledger, fault_at: float, back_at: float,
-                 stable_s: float) -> Report:
+                 stable_s: float, injected_at: float | None = None) -> Report:
+    """`injected_at`: when the fault had been injected (the signal sent, the proxy set), for `caught`."""
+    injected_at = fault_at if injected_at is None else injected_at
     report = Report(name=fault.name, kind=fault.kind, service=fault.service, target=target_name, rate=rate)
     n = len(ledger)
     report.sent = n
@@ -118,6 +121,7 @@ def build_report(fault: Fault, target_name: str, rate: float, ledger: Ledger, fa
     degraded: Counter[str] = Counter()
     during: Counter[str] = Counter()
     unexpected: Counter[str] = Counter()
+    unexpected_errors: Counter[str] = Counter()
     allowed = fault.reasons
     last_not_full = -math.inf
     last_due = -math.inf
@@ -131,7 +135,7 @@ def build_report(fault: Fault, target_name: str, rate: float, ledger: Ledger, fa
             last_not_full = max(last_not_full, due)
         if status == UNANSWERED:
             continue
-        if phase == "before" and ledger.answered_at[i] >= back_at:
+        if ledger.last_sent[i] < injected_at and ledger.answered_at[i] >= back_at:
             report.caught += 1
         latency[phase].append(ledger.answered_at[i] - due)
         service[phase].append(ledger.answered_at[i] - ledger.last_sent[i])
@@ -139,6 +143,8 @@ def build_report(fault: Fault, target_name: str, rate: float, ledger: Ledger, fa
             report.full += 1
         elif status == ERROR:
             errors[ledger.reason[i]] += 1
+            if not fault.error_expected(ledger.reason[i].split(":", 1)[-1]):  # "<code>:<reasons>"
+                unexpected_errors[ledger.reason[i]] += 1
         elif status == DEGRADED:
             reason = ledger.reason[i]
             degraded[reason] += 1
@@ -155,6 +161,7 @@ def build_report(fault: Fault, target_name: str, rate: float, ledger: Ledger, fa
     report.degraded = dict(degraded)
     report.degraded_during = dict(during)
     report.unexpected_reasons = dict(unexpected)
+    report.unexpected_errors = dict(unexpected_errors)
     if last_not_full == -math.inf:
         report.recover_s = 0.0
     elif last_due - last_not_full >= stable_s:
@@ -206,7 +213,7 @@ async def run_experiment(target: ChaosTarget, fault: Fault, source: TransactionS
     running = asyncio.create_task(stream.run(), name="chaos-stream")
     stop = asyncio.Event()
     feeding = asyncio.create_task(feed(stream, source, timing.rate, stop, f"{tag}-"), name="chaos-feed")
-    fault_at = back_at = math.nan
+    fault_at = back_at = injected_at = math.nan
     try:
         await _sleep_checking(timing.before_s, running, feeding)
         if fault.kind == "redis-empty":
@@ -214,6 +221,7 @@ async def run_experiment(target: ChaosTarget, fault: Fault, source: TransactionS
         fault_at = time.monotonic()
         try:
             await fault.inject(target)
+            injected_at = time.monotonic()
             if fault.timed:
                 await _sleep_checking(fault_at + timing.fault_s - time.monotonic(), running, feeding)
             back_at = await fault.restore(target, timing.back_timeout_s)
@@ -236,7 +244,7 @@ async def run_experiment(target: ChaosTarget, fault: Fault, source: TransactionS
         with contextlib.suppress(Exception):
             notes["proxy"] = (await target.proxy().status()).get(fault.route, {}).get("stats")
     instances.append(target.instance("gateway"))
-    report = build_report(fault, target.name, timing.rate, ledger, fault_at, back_at, timing.stable_s)
+    report = build_report(fault, target.name, timing.rate, ledger, fault_at, back_at, timing.stable_s, injected_at)
     report.reconnects = stream.reconnects
     report.stalls = stream.stalls
     rss_end = await target.memory_bytes("gateway")
@@ -299,6 +307,8 @@ def format_table(reports: list[Report]) -> str:
             line += f"; errors: {_fmt_reasons(r.errors)}"
         if r.unexpected_reasons:
             line += f"; NOT FROM THE FAULTED STAGE: {_fmt_reasons(r.unexpected_reasons)}"
+        if r.unexpected_errors:
+            line += f"; UNEXPECTED ERRORS: {_fmt_reasons(r.unexpected_errors)}"
         lines.append(line)
     return "\n".join(lines)
 

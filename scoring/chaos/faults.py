@@ -3,7 +3,9 @@
 A fault is injected at a set time and restored either after a fixed window (`timed`: a pause, a proxy fault) or
 when the service is back by itself (a crash: the supervisor or the container engine restarts it, and the fault
 ends when its health check passes again). `reasons` are the degraded reasons a correct gateway may give while the
-fault lasts (all from the stage that is hurt), and `primary` is the one that must be seen at least once.
+fault lasts (all from the stage that is hurt), `primary` is the one that must be seen at least once, and
+`error_expected` tells which explicit per-event errors follow from the fault (the cascade's own limits, as the
+README's degradation table states them).
 """
 
 from __future__ import annotations
@@ -66,6 +68,19 @@ class Fault:
     def reasons(self) -> frozenset[str]:
         """Degraded reasons a correct gateway may give during this fault."""
         return stage_reasons(self.service)
+
+    def error_expected(self, reason: str) -> bool:
+        """Whether an explicit per-event error (UNAVAILABLE: no stage could score the event) follows from this fault.
+
+        `reason` lists the stages' failures in the order they happened ("filter_timeout+ensemble_capacity"). Such
+        an error is the cascade's design, not a fault of its own, when the faulted stage failed first and what was
+        left could not score the event: with the filter down, events past GATEWAY_UNFILTERED_ENSEMBLE_MAX of a
+        batch (`ensemble_capacity`), or an ensemble left without budget after the filter's share ran out. In a
+        frozen gateway, events caught inside it have no budget left when it resumes (`budget_exhausted`)."""
+        first = reason.replace(",", "+").split("+")[0]
+        if self.service == "gateway":
+            return self.kind == "pause" and first == "budget_exhausted"
+        return self.kind != "client-drop" and first in self.reasons
 
     @property
     def primary(self) -> str | None:
@@ -163,7 +178,9 @@ def parse_fault(text: str) -> Fault:
 STANDARD_FAULTS = (
     "kill:filter_model", "kill:feature_service", "kill:triton", "redis-empty",
     "pause:filter_model", "pause:feature_service", "pause:triton", "pause:redis",
-    "latency:feature_service:200:50", "latency:triton:400:100",
+    # Round trips (twice the added latency) past the stage's share of the 1 s chaos budget: 300 ms for the
+    # features, what is left of 950 ms for the ensemble.
+    "latency:feature_service:250:50", "latency:triton:700:100",
     "drop:filter_model", "drop:triton:0.5",
     "kill:redis", "client-drop:0.5:50", "pause:gateway", "kill:gateway",
 )

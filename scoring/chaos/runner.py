@@ -17,9 +17,11 @@ from scoring.chaos.experiment import Report, Timing, format_table, run_experimen
 from scoring.chaos.faults import STANDARD_FAULTS, parse_fault
 from scoring.chaos.targets import ChaosTarget, ComposeTarget, LocalTarget
 
-# The gateway's budget for chaos runs: the 10 ms default leaves no room on a shared 2-core machine running every
-# service, and chaos runs check behaviour (answers, reasons, healing), not the latency target of the benchmark.
-CHAOS_BUDGET_MS = 300.0
+# The gateway's budget for chaos runs. Chaos runs check behaviour (answers, reasons, healing), not the latency target
+# of the benchmark, and on a shared 2-core machine running every service a restarting Triton (loading its models)
+# or a neighbour's job can stall the others for a few hundred milliseconds: with the 10 ms default, or even 300 ms,
+# such a stall exhausts budgets and turns degraded answers into errors that say nothing about the fault.
+CHAOS_BUDGET_MS = 1000.0
 # Every gateway connection goes through the fault proxy, so any stage can be slowed or cut, and clients can be cut
 # from the gateway.
 ALL_ROUTES = ("feature_service", "filter_model", "triton", "gateway")

@@ -26,9 +26,10 @@ from scoring.v1 import gateway_pb2, gateway_pb2_grpc
 pytestmark = pytest.mark.chaos
 
 chaos_timing = Timing(rate=200.0, before_s=2.0, fault_s=3.0, after_s=4.0)
-# p99 while a stage is faulted stays within the gateway's budget plus this margin: room for the client's own
-# scheduling and the gateway's event loop on a shared 2-core machine, not for waiting on the faulted stage (the
-# stage's share of the budget is cut off, then its breaker answers at once).
+# The chaos stack's budget is CHAOS_BUDGET_MS (1 s, see scoring/chaos/runner.py for why not the 10 ms default).
+# p99 while a stage is faulted stays within that budget plus this margin: room for the client's own scheduling and
+# the gateway's event loop on a shared 2-core machine, not for waiting on the faulted stage (the stage's share of
+# the budget is cut off, then its breaker answers at once).
 MARGIN_MS = 200.0
 # Full-ensemble answers again within this long after the service is back (breaker probe every 250 ms, gRPC
 # reconnect back-off at most 1 s).
@@ -45,8 +46,8 @@ STAGE_FAULTS = [
     "pause:feature_service",
     "pause:triton",
     "pause:redis",
-    "latency:feature_service:200:50",
-    "latency:triton:400:100",
+    "latency:feature_service:250:50",
+    "latency:triton:700:100",
     "drop:filter_model",
     "drop:triton:0.5",
 ]
@@ -70,7 +71,9 @@ async def test_stage_fault_loses_nothing_degrades_with_its_reason_and_heals(chao
     report = await chaos_experiment(fault)
 
     _assert_exactly_once(report)
-    assert not report.errors, f"events answered with an error: {report.errors}"
+    # An explicit error only where the cascade's design says so (the filter down: events past the unfiltered
+    # ensemble cap of a batch); every other event gets a score.
+    assert not report.unexpected_errors, f"events answered with an error: {report.errors}"
     # Degraded answers while the fault lasts, each for a reason of the faulted stage.
     assert fault.primary in _reason_parts(report.degraded_during), report.degraded_during
     assert not report.unexpected_reasons, f"reasons not from {fault.service}: {report.unexpected_reasons}"
@@ -178,8 +181,7 @@ async def test_hung_gateway_loses_nothing_and_answers_once_it_resumes(chaos_expe
     # Events caught inside the frozen gateway have no budget left when it resumes: each gets an explicit error
     # saying so (never silence); every event that reached it later is scored.
     assert sum(report.errors.values()) <= report.caught, (report.errors, report.caught)
-    assert all(set(reason.split(":", 1)[1].replace("+", ",").split(",")) == {"budget_exhausted"}
-               for reason in report.errors), report.errors
+    assert not report.unexpected_errors, report.errors
     # Events due while it is stopped wait for it (nothing else can answer them), no longer.
     assert report.p99_ms["during"] <= chaos_timing.fault_s * 1e3 + CHAOS_BUDGET_MS + MARGIN_MS
     assert report.recover_s is not None and report.recover_s <= RECOVER_S

@@ -21,7 +21,8 @@ def _response(txid: str, reason: str = "", error: bool = False) -> types_pb2.Sco
     response = types_pb2.ScoreResponse(transaction_id=txid, score=0.5, stage=types_pb2.STAGE_ENSEMBLE,
                                        degraded=bool(reason) or error, degraded_reason=reason)
     if error:
-        response.error.CopyFrom(types_pb2.EventError(code=14, message="no stage"))
+        response.error.CopyFrom(types_pb2.EventError(code=14, message=f"no stage could score the event: {reason}"))
+        response.degraded_reason = reason.split("+")[0]  # as the gateway: the first reason, the error in full
     return response
 
 
@@ -179,3 +180,15 @@ def test_the_compose_target_drives_containers_through_the_docker_sdk() -> None:
         target.proxy()
     with pytest.raises(FaultNotSupported):
         target.client_address(through_proxy=True)
+
+
+def test_errors_are_expected_only_where_the_cascade_design_gives_them() -> None:
+    rows = [(0.0, 0.01, ""), (1.0, 1.1, "error:filter_timeout+ensemble_capacity"), (3.0, 3.01, "")]
+    filter_down = build_report(parse_fault("pause:filter_model"), "local", 1.0, _ledger(rows), 0.5, 2.0, 0.5)
+    assert filter_down.errors == {"14:filter_timeout+ensemble_capacity": 1} and not filter_down.unexpected_errors
+    triton_down = build_report(parse_fault("kill:triton"), "local", 1.0, _ledger(rows), 0.5, 2.0, 0.5)
+    assert triton_down.unexpected_errors == {"14:filter_timeout+ensemble_capacity": 1}
+    assert parse_fault("pause:gateway").error_expected("budget_exhausted+budget_exhausted")
+    assert not parse_fault("kill:gateway").error_expected("budget_exhausted")
+    assert parse_fault("pause:redis").error_expected("features_timeout+filter_timeout")
+    assert not parse_fault("client-drop").error_expected("filter_timeout")
