@@ -14,31 +14,29 @@ the noise of tracing off, and still gives about ten traces a second at 10,000 ev
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLER = "parentbased_traceidratio"
 DEFAULT_SAMPLER_ARG = "0.001"
-# Health checks and reflection would be most of the spans and say nothing about an event.
-_UNTRACED = filters.negate(
-    filters.any_of(
-        filters.service_prefix("grpc.health."),
-        filters.service_prefix("grpc.reflection."),
-    )
-)
-
 _provider: TracerProvider | None = None
+_propagator = TraceContextTextMapPropagator()
+R = TypeVar("R")
 
 
 def tracing_enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
@@ -97,9 +95,82 @@ def shutdown_tracing() -> None:
         _provider = None
 
 
-def server_interceptors() -> Sequence[grpc.aio.ServerInterceptor]:
-    """Server spans, and the caller's W3C traceparent taken from the request metadata."""
-    return [aio_server_interceptor(filter_=_UNTRACED)] if _provider is not None else []
+def _caller_context(context: grpc.aio.ServicerContext) -> otel_context.Context:
+    """The caller's trace context from its W3C traceparent metadata; an empty one (a new root) without it."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent":
+            return _propagator.extract({"traceparent": value})
+    return otel_context.Context()
+
+
+def _server_span(method: str, context: grpc.aio.ServicerContext) -> trace.Span:
+    span = trace.get_tracer("scoring.rpc").start_span(method, context=_caller_context(context), kind=SpanKind.SERVER)
+    if span.is_recording():
+        service, _, name = method.strip("/").rpartition("/")
+        span.set_attributes({"rpc.system": "grpc", "rpc.service": service, "rpc.method": name})
+    return span
+
+
+def _failed(span: trace.Span, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    if span.is_recording():
+        code = context.code() if hasattr(context, "code") else None
+        if isinstance(code, grpc.StatusCode):
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+        span.set_status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+
+
+# Server spans by decorator rather than the gRPC instrumentation's asyncio server interceptor: measured on the
+# filter's hop, the interceptor cost 0.27 ms at p50 and 3.5 ms at p99 per call (a tenth of a 10 ms budget, on
+# every call, sampled or not); these take the caller's traceparent and start one span, nothing else.
+def traced_unary(method: str) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
+    """A server span for a unary servicer method, child of the caller's traceparent, current while it runs."""
+
+    def wrap(handler: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        @functools.wraps(handler)
+        async def traced(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+            if _provider is None:
+                return await handler(self, request, context)
+            span = _server_span(method, context)
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                return await handler(self, request, context)
+            except BaseException as exc:
+                _failed(span, context, exc)
+                raise
+            finally:
+                otel_context.detach(token)
+                span.end()
+
+        return traced
+
+    return wrap
+
+
+def traced_stream(method: str) -> Callable[[Callable[..., AsyncIterator[R]]], Callable[..., AsyncIterator[R]]]:
+    """The same for a response-streaming method: one span for the whole call."""
+
+    def wrap(handler: Callable[..., AsyncIterator[R]]) -> Callable[..., AsyncIterator[R]]:
+        @functools.wraps(handler)
+        async def traced(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[R]:
+            if _provider is None:
+                async for item in handler(self, request, context):
+                    yield item
+                return
+            span = _server_span(method, context)
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                async for item in handler(self, request, context):
+                    yield item
+            except BaseException as exc:
+                _failed(span, context, exc)
+                raise
+            finally:
+                otel_context.detach(token)
+                span.end()
+
+        return traced
+
+    return wrap
 
 
 def otlp_http_traces_url(environ: dict[str, str]) -> str:

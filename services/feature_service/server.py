@@ -13,6 +13,7 @@ import numpy as np
 from prometheus_client import Counter, Histogram
 
 from scoring import features as F
+from scoring.common import telemetry
 from scoring.common.metrics import LATENCY_BUCKETS_S
 from scoring.v1 import features_pb2, features_pb2_grpc
 from services.feature_service.store import EventBatch, FeatureStore, StoreUnavailable
@@ -43,6 +44,7 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
         task.add_done_callback(self._folding.discard)  # type: ignore[arg-type]
         return await asyncio.shield(task)
 
+    @telemetry.traced_unary("/scoring.v1.FeatureService/UpdateAndGet")
     async def UpdateAndGet(
         self, request: features_pb2.FeatureRequest, context: grpc.aio.ServicerContext
     ) -> features_pb2.FeatureResponse:
@@ -77,6 +79,7 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
             seq_feature_count=len(F.SEQ_FEATURE_NAMES),
         )
 
+    @telemetry.traced_unary("/scoring.v1.FeatureService/ReportLabels")
     async def ReportLabels(
         self, request: features_pb2.LabelBatch, context: grpc.aio.ServicerContext
     ) -> features_pb2.LabelAck:

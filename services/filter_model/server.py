@@ -10,6 +10,7 @@ import numpy as np
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
+from scoring.common import telemetry
 from scoring.common.metrics import LATENCY_BUCKETS_S
 from scoring.v1 import filter_pb2, filter_pb2_grpc
 from services.filter_model.model import FilterInputError, FilterModel
@@ -28,6 +29,7 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
         self.threshold = threshold
         self.inline_max_rows = inline_max_rows
 
+    @telemetry.traced_unary("/scoring.v1.FilterModel/Predict")
     async def Predict(
         self, request: filter_pb2.FilterRequest, context: grpc.aio.ServicerContext
     ) -> filter_pb2.FilterResponse:

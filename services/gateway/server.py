@@ -18,6 +18,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry.trace import Link
 
+from scoring.common import telemetry
 from scoring.v1 import features_pb2, gateway_pb2, gateway_pb2_grpc, types_pb2
 from services.gateway import metrics as M
 from services.gateway import tracing
@@ -88,6 +89,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.max_inflight_per_stream = max_inflight_per_stream
         self.max_request_batch = max_request_batch
 
+    @telemetry.traced_unary("/scoring.v1.Gateway/Score")
     async def Score(
         self, request: gateway_pb2.ScoreRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.ScoreResponse:
@@ -112,6 +114,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"no stage could score the event: {outcome.error}")
         return _response(event.transaction_id, outcome)
 
+    @telemetry.traced_stream("/scoring.v1.Gateway/ScoreStream")
     async def ScoreStream(
         self, request_iterator: AsyncIterator[gateway_pb2.ScoreRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[types_pb2.ScoreResponse]:
@@ -159,6 +162,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         finally:
             reader.cancel()
 
+    @telemetry.traced_stream("/scoring.v1.Gateway/ScoreBatchStream")
     async def ScoreBatchStream(
         self, request_iterator: AsyncIterator[gateway_pb2.ScoreBatchRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.ScoreBatchResponse]:
@@ -234,6 +238,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 responses.append(slot)
         return gateway_pb2.ScoreBatchResponse(responses=responses)
 
+    @telemetry.traced_unary("/scoring.v1.Gateway/ReportLabels")
     async def ReportLabels(
         self, request: gateway_pb2.ReportLabelsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ReportLabelsResponse:
