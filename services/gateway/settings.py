@@ -18,10 +18,12 @@ class GatewaySettings(ServiceSettings):
     ensemble_model: str = "fraud_ensemble"
     # Each event's budget when the client sets no deadline.
     budget_ms: float = 10.0
-    # Share of the budget each stage may take at most (the rest is the gateway's own time).
-    features_share: float = 0.3
-    filter_share: float = 0.2
-    ensemble_share: float = 0.45
+    # Share of the budget each stage may take at most (the rest is the gateway's own time). The cheap stages
+    # first: without features and a filter score an event gets no answer at all, while a late ensemble still
+    # leaves the filter's; measured here (budget report), features take ~3.5 ms and the filter ~3 ms at p50.
+    features_share: float = 0.4
+    filter_share: float = 0.3
+    ensemble_share: float = 0.25
     # Circuit breaker per stage: open after this many failed calls in a row (timeouts, unavailable) that also
     # span breaker_min_streak_ms, then let one probe batch through every breaker_reset_ms.
     breaker_failures: int = 5
