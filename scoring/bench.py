@@ -1048,6 +1048,11 @@ async def tracing_overhead(stack: Any, source: EventSource, run_tag: str, rounds
                     stack.children[name].env = env
                     await stack.restart(name)
                 await asyncio.sleep(1.0)  # channels reconnect, breakers close
+                if r == 0 and mode == "off":
+                    # Not counted: the first saturated run after the sweeps ran far below every later one, both
+                    # modes alike (folds left over from the sweeps, cold caches); it would favour whichever
+                    # mode comes second.
+                    await saturated_throughput(stack.gateway_address, source, f"{run_tag}trw-", seconds=4.0)
                 got = await saturated_throughput(stack.gateway_address, source, f"{run_tag}tr{r}{mode}-",
                                                  seconds=seconds)
                 runs[mode].append(got["events_per_s"])
