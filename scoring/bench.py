@@ -1297,7 +1297,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += ["", "## Tracing overhead", "",
                   "Saturated `ScoreBatchStream` (closed loop, 16 batches of 200 events outstanding, budget 1 s, "
                   f"{tr['seconds']:g} s a run, off and on alternated {tr['rounds']} times; the services restarted "
-                  "with and without `OTEL_SDK_DISABLED=true`). Sampling: `{tr['sampler']}`.", "",
+                  f"with and without `OTEL_SDK_DISABLED=true`). Sampling: `{tr['sampler']}`.", "",
                   "| tracing | runs (events/s) | mean events/s |", "|---|---|---:|",
                   f"| off | {', '.join(f'{x:,.0f}' for x in tr['off'])} | {tr['off_mean']:,.0f} |",
                   f"| on | {', '.join(f'{x:,.0f}' for x in tr['on'])} | {tr['on_mean']:,.0f} |", "",
