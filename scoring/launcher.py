@@ -18,7 +18,6 @@ points the gateway's connection to each named stage, or clients' connection to t
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import shutil
@@ -42,11 +41,12 @@ from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
+_PDEATHSIG_SHIM = Path(__file__).with_name("pdeathsig_exec.py")
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _with_pdeathsig(argv: list[str]) -> list[str]:
+    """The argv that runs `argv` with PR_SET_PDEATHSIG=SIGKILL set, through a shim (see scoring/pdeathsig_exec.py)."""
+    return [sys.executable, "-I", "-S", str(_PDEATHSIG_SHIM), str(os.getpid()), *argv]
 
 
 def free_port() -> int:
@@ -156,12 +156,11 @@ class Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
-            self.argv,
+            _with_pdeathsig(self.argv),
             env=self.env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
             # Its own process group, so that what it spawns can be found and ended with it (kill_leftovers).
             process_group=0,
         )

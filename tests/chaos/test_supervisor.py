@@ -118,3 +118,48 @@ async def test_without_supervision_a_dead_child_stays_dead(little) -> None:
     assert not child.alive() and child.restarts == 0
     with pytest.raises(StackError):
         await little.wait_up("alone", 0.2)
+
+
+# A launcher in its own process: starts one Child that sleeps, prints the child's pid, then waits to be killed.
+_LAUNCHER = """
+import sys, time
+from pathlib import Path
+from scoring.launcher import Child
+child = Child("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"], {}, Path(sys.argv[1]))
+child.start()
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_children_die_with_a_launcher_killed_by_sigkill(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(tmp_path / "sleeper.log")],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert launcher.stdout is not None
+        child_pid = int(launcher.stdout.readline())
+        deadline = time.monotonic() + 10
+        # The shim has exec'd the real command: the child's command line is the sleeper's, in its own group.
+        while "time.sleep(600)" not in Path(f"/proc/{child_pid}/cmdline").read_bytes().decode(errors="replace"):
+            assert time.monotonic() < deadline, "the child never exec'd its command"
+            time.sleep(0.02)
+        assert os.getpgid(child_pid) == child_pid
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(10)
+        while _alive(child_pid):
+            assert time.monotonic() < deadline, "the child outlived its launcher"
+            time.sleep(0.02)
+    finally:
+        launcher.kill()
+        launcher.wait(10)
