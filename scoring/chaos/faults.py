@@ -76,10 +76,13 @@ class Fault:
         an error is the cascade's design, not a fault of its own, when the faulted stage failed first and what was
         left could not score the event: with the filter down, events past GATEWAY_UNFILTERED_ENSEMBLE_MAX of a
         batch (`ensemble_capacity`), or an ensemble left without budget after the filter's share ran out. In a
-        frozen gateway, events caught inside it have no budget left when it resumes (`budget_exhausted`)."""
-        first = reason.replace(",", "+").split("+")[0]
+        frozen gateway, events caught inside it have no budget left when it resumes (`budget_exhausted`), after
+        the stage call that was in flight when it froze has timed out (`features_timeout+budget_exhausted`)."""
+        parts = reason.replace(",", "+").split("+")
+        first = parts[0]
         if self.service == "gateway":
-            return self.kind == "pause" and first == "budget_exhausted"
+            return (self.kind == "pause" and parts[-1] == "budget_exhausted"
+                    and all(p == "budget_exhausted" or p.endswith("_timeout") for p in parts))
         return self.kind != "client-drop" and first in self.reasons
 
     @property

@@ -19,8 +19,10 @@ CI of this project do not have, so its live test is skipped there.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 from scoring.faultproxy import FaultProxyClient
@@ -47,6 +49,15 @@ class ChaosTarget(Protocol):
     async def memory_bytes(self, service: str) -> int | None: ...
     def instance(self, service: str) -> str: ...
     async def state_keys(self) -> int | None: ...
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        states = [Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
+    except (FileNotFoundError, ProcessLookupError):
+        return True  # gone: nothing left to stop
+    return all(state in ("T", "t") for state in states)
 
 
 class LocalTarget:
@@ -95,6 +106,12 @@ class LocalTarget:
 
     async def pause(self, service: str) -> None:
         self.stack.send_signal(service, signal.SIGSTOP)
+        # kill(2) returns before the stop takes hold: wait until every thread is seen stopped, so that "injected"
+        # means the process can no longer read a byte (the report's `caught` counts events sent before that).
+        pid = self._child(service).pid
+        deadline = time.monotonic() + 2
+        while not _all_threads_stopped(pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
 
     async def resume(self, service: str) -> None:
         self.stack.send_signal(service, signal.SIGCONT)

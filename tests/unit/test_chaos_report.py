@@ -189,6 +189,9 @@ def test_errors_are_expected_only_where_the_cascade_design_gives_them() -> None:
     triton_down = build_report(parse_fault("kill:triton"), "local", 1.0, _ledger(rows), 0.5, 2.0, 0.5)
     assert triton_down.unexpected_errors == {"14:filter_timeout+ensemble_capacity": 1}
     assert parse_fault("pause:gateway").error_expected("budget_exhausted+budget_exhausted")
+    assert parse_fault("pause:gateway").error_expected("features_timeout+budget_exhausted")
+    assert not parse_fault("pause:gateway").error_expected("features_unavailable+budget_exhausted")
+    assert not parse_fault("pause:gateway").error_expected("features_timeout+filter_error")
     assert not parse_fault("kill:gateway").error_expected("budget_exhausted")
     assert parse_fault("pause:redis").error_expected("features_timeout+filter_timeout")
     assert not parse_fault("client-drop").error_expected("filter_timeout")
