@@ -1038,12 +1038,18 @@ async def _wait_backlog_drained(metrics_url: str, timeout_s: float = 120.0) -> b
     return False
 
 
-async def tracing_overhead(stack: Any, source: EventSource, run_tag: str, rounds: int = 2,
+def balanced_order(rounds: int) -> list[str]:
+    """Tracing modes in ABBA order (off on, on off, ...): a drift over the runs (caches, Redis, the VM's
+    neighbours) then adds the same to both means instead of favouring whichever mode runs later."""
+    return [m for r in range(rounds) for m in (("off", "on") if r % 2 == 0 else ("on", "off"))]
+
+
+async def tracing_overhead(stack: Any, source: EventSource, run_tag: str, rounds: int = 4,
                            seconds: float = 8.0) -> dict[str, Any]:
-    """Saturated throughput with tracing at the default sampling and with tracing off, alternated `rounds` times
-    (the services are restarted with or without OTEL_SDK_DISABLED; Redis and Triton stay up). The gateway gets a
-    budget that no stage misses for these runs, so that both do the same work: errors and cut-off stages would
-    make the faster answers cheaper."""
+    """Saturated throughput with tracing at the default sampling and with tracing off, `rounds` pairs in ABBA
+    order (the services are restarted with or without OTEL_SDK_DISABLED; Redis and Triton stay up). The gateway
+    gets a budget that no stage misses for these runs, so that both do the same work: errors and cut-off stages
+    would make the faster answers cheaper."""
     from scoring.common.telemetry import DEFAULT_SAMPLER, DEFAULT_SAMPLER_ARG
 
     names = ("feature_service", "filter_model", "gateway")
@@ -1054,28 +1060,27 @@ async def tracing_overhead(stack: Any, source: EventSource, run_tag: str, rounds
     original = {name: dict(stack.children[name].env) for name in names}
     runs: dict[str, list[float]] = {"on": [], "off": []}
     try:
-        for r in range(rounds):
-            for mode in ("off", "on"):
-                for name in names:
-                    env = dict(original[name])
-                    env["GATEWAY_BUDGET_MS"] = "1000"
-                    if mode == "off":
-                        env["OTEL_SDK_DISABLED"] = "true"
-                    else:
-                        env.pop("OTEL_SDK_DISABLED", None)
-                    stack.children[name].env = env
-                    await stack.restart(name)
-                await asyncio.sleep(1.0)  # channels reconnect, breakers close
-                if r == 0 and mode == "off":
-                    # Not counted: the first saturated run after the sweeps ran far below every later one, both
-                    # modes alike (folds left over from the sweeps, cold caches); it would favour whichever
-                    # mode comes second.
-                    await saturated_throughput(stack.gateway_address, source, f"{run_tag}trw-", seconds=4.0)
-                got = await saturated_throughput(stack.gateway_address, source, f"{run_tag}tr{r}{mode}-",
-                                                 seconds=seconds)
-                runs[mode].append(got["events_per_s"])
-                print(f"  tracing {mode:>3}, round {r + 1}: {got['events_per_s']:,.0f} events/s "
-                      f"({got['answered']:,} answered, {got['errors']:,} errors)", flush=True)
+        for i, mode in enumerate(balanced_order(rounds)):
+            for name in names:
+                env = dict(original[name])
+                env["GATEWAY_BUDGET_MS"] = "1000"
+                if mode == "off":
+                    env["OTEL_SDK_DISABLED"] = "true"
+                else:
+                    env.pop("OTEL_SDK_DISABLED", None)
+                stack.children[name].env = env
+                await stack.restart(name)
+            await asyncio.sleep(1.0)  # channels reconnect, breakers close
+            if i == 0:
+                # Not counted: the first saturated run after the sweeps ran far below every later one, both
+                # modes alike (folds left over from the sweeps, cold caches); it would favour whichever
+                # mode comes second.
+                await saturated_throughput(stack.gateway_address, source, f"{run_tag}trw-", seconds=4.0)
+            got = await saturated_throughput(stack.gateway_address, source, f"{run_tag}tr{i}{mode}-",
+                                             seconds=seconds)
+            runs[mode].append(got["events_per_s"])
+            print(f"  tracing {mode:>3}, run {i + 1}: {got['events_per_s']:,.0f} events/s "
+                  f"({got['answered']:,} answered, {got['errors']:,} errors)", flush=True)
     finally:
         for name in names:
             stack.children[name].env = original[name]
@@ -1296,7 +1301,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     if tr:
         lines += ["", "## Tracing overhead", "",
                   "Saturated `ScoreBatchStream` (closed loop, 16 batches of 200 events outstanding, budget 1 s, "
-                  f"{tr['seconds']:g} s a run, off and on alternated {tr['rounds']} times; the services restarted "
+                  f"{tr['seconds']:g} s a run, {tr['rounds']} off/on pairs in ABBA order; the services restarted "
                   f"with and without `OTEL_SDK_DISABLED=true`). Sampling: `{tr['sampler']}`.", "",
                   "| tracing | runs (events/s) | mean events/s |", "|---|---|---:|",
                   f"| off | {', '.join(f'{x:,.0f}' for x in tr['off'])} | {tr['off_mean']:,.0f} |",

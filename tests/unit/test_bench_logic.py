@@ -212,3 +212,13 @@ def test_reports_render_from_the_json_shape() -> None:
     assert "abc1234" in markdown and "dirty" in markdown and "Test CPU" in markdown
     assert "| s2000 |" in markdown and "p99 15.0" in markdown
     assert "7,000 events/s" in markdown
+
+
+def test_tracing_rounds_run_in_abba_order_so_a_drift_cancels() -> None:
+    from scoring.bench import balanced_order
+
+    assert balanced_order(2) == ["off", "on", "on", "off"]
+    order = balanced_order(4)
+    assert order.count("on") == order.count("off") == 4
+    # A linear drift (run i adds i) gives both modes the same mean position.
+    assert sum(i for i, m in enumerate(order) if m == "on") == sum(i for i, m in enumerate(order) if m == "off")
