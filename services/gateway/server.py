@@ -38,7 +38,9 @@ def _response(transaction_id: str, outcome: Outcome) -> types_pb2.ScoreResponse:
         score=outcome.score,
         stage=_STAGES[outcome.stage],
         degraded=bool(outcome.degraded_reason) or bool(outcome.error),
-        degraded_reason=outcome.degraded_reason or outcome.error,
+        # An error names the whole chain of stage failures ("features_timeout+filter_timeout"); the partial
+        # reasons of the stages that did answer would hide why nothing could score the event.
+        degraded_reason=outcome.error or outcome.degraded_reason,
         model_version=outcome.model_version,
         filter_score=outcome.filter_score,
     )
