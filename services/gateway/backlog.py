@@ -7,9 +7,10 @@ service takes it. Bounded: past `max_events`, the oldest batches are dropped and
 
 Re-sends must not push an overloaded feature service over the edge: a stage that timed out is usually busy, and
 re-folding its batches at once doubles its work exactly then (a retry storm: timeouts breed re-sends that breed
-timeouts). So the backlog waits while the feature stage's breaker is not closed, merges queued batches into one
-call of up to `max_batch_events` (in their order), and after each call rests long enough that re-sends take at
-most `duty` of the time.
+timeouts). So the backlog waits while the feature stage's breaker is open, merges queued batches into one call of
+up to `max_batch_events` (in their order), and after each call rests long enough that re-sends take at most `duty`
+of the time. A half-open circuit waits for one probe call; when no live batch comes to make it (traffic stopped
+after an outage), the backlog sends its oldest batch as that probe, or it would wait for traffic forever.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections import deque
 import numpy as np
 
 from services.feature_service.store import EventBatch
-from services.gateway.breaker import CLOSED, CircuitBreaker
+from services.gateway.breaker import CLOSED, HALF_OPEN, CircuitBreaker
 from services.gateway.stages import FeatureClient, StageError
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,17 @@ class FoldBacklog:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            probe = False
             if self.breaker is not None and self.breaker.state != CLOSED:
-                await asyncio.sleep(self.retry_s)
-                continue
+                # Half-open and no live batch has taken the probe yet: this call is the probe.
+                probe = self.breaker.state == HALF_OPEN and self.breaker.allow()
+                if not probe:
+                    await asyncio.sleep(self.retry_s)
+                    continue
             taken = [self._batches[0]]
             size = len(taken[0])
             for queued in list(self._batches)[1:]:
-                if size + len(queued) > self.max_batch_events:
+                if probe or size + len(queued) > self.max_batch_events:
                     break
                 taken.append(queued)
                 size += len(queued)
@@ -99,8 +104,12 @@ class FoldBacklog:
                 await self.features.update_and_get(_merge(taken), self.timeout_s)
             except StageError as exc:
                 log.debug("backlog fold failed; will retry", extra={"reason": exc.reason})
+                if probe and self.breaker is not None:
+                    self.breaker.failure()
                 await asyncio.sleep(self.retry_s)
                 continue
+            if probe and self.breaker is not None:
+                self.breaker.success()
             for batch in taken:
                 if self._batches and self._batches[0] is batch:
                     self._batches.popleft()

@@ -66,3 +66,53 @@ def test_nothing_is_resent_while_the_feature_stage_circuit_is_open() -> None:
         assert client.calls == [["a"]]
 
     asyncio.run(run())
+
+
+class _Failing(_Recording):
+    async def update_and_get(self, batch: EventBatch, timeout_s: float) -> None:
+        from services.gateway.stages import StageError
+
+        self.calls.append(list(batch.transaction_id))
+        raise StageError("features", "unavailable", "down")
+
+
+def test_with_no_live_traffic_the_backlog_probes_a_half_open_circuit_and_drains() -> None:
+    """After an outage the traffic may stop: the half-open circuit then gets no probe from live batches, and
+    without one of its own the backlog would never fold what it holds."""
+
+    async def run() -> None:
+        client = _Recording()
+        backlog = FoldBacklog(client, retry_s=0.01, duty=0.5)  # type: ignore[arg-type]
+        breaker = CircuitBreaker("features", failures=1, reset_s=0.05)
+        breaker.failure()
+        backlog.breaker = breaker
+        for ids in (("a", "b"), ("c",), ("d",)):
+            backlog.add(_batch(*ids))
+        backlog.start()
+        await _drain(backlog)
+        await backlog.stop()
+        assert breaker.state == "closed" and backlog.pending == 0
+        # The probe is the oldest batch alone; the rest follow merged once the circuit is closed.
+        assert client.calls == [["a", "b"], ["c", "d"]]
+
+    asyncio.run(run())
+
+
+def test_a_failed_backlog_probe_opens_the_circuit_again() -> None:
+    async def run() -> None:
+        client = _Failing()
+        backlog = FoldBacklog(client, retry_s=0.01)  # type: ignore[arg-type]
+        breaker = CircuitBreaker("features", failures=1, reset_s=0.05)
+        breaker.failure()
+        backlog.breaker = breaker
+        backlog.add(_batch("a"))
+        backlog.start()
+        for _ in range(200):
+            if breaker.opened_count == 2:
+                break
+            await asyncio.sleep(0.01)
+        await backlog.stop()
+        # The probe failed and opened the circuit a second time; the batch is still held for the next probe.
+        assert breaker.opened_count == 2 and client.calls[0] == ["a"] and backlog.pending == 1
+
+    asyncio.run(run())
