@@ -72,8 +72,11 @@ class BudgetReport:
 def budget_report(spans: list[Span], source: str = "") -> BudgetReport:
     report = BudgetReport(source=source)
     budgets = []
+    # Triton's spans count only in the traces of scored events: the gateway's warm-up calls at start (a cold
+    # Triton, tens of ms) are traced too, and are not part of any event's budget.
+    scored_traces = {s.trace_id for s in spans if s.name == EVENT_SPAN and "scoring.total_ms" in s.attributes}
     for span in spans:
-        if span.service == "triton" and "triton.model_name" in span.attributes:
+        if span.service == "triton" and "triton.model_name" in span.attributes and span.trace_id in scored_traces:
             report.triton_ms[str(span.attributes["triton.model_name"])].append(span.duration_ms)
         if span.name != EVENT_SPAN or "scoring.total_ms" not in span.attributes:
             continue
