@@ -19,10 +19,8 @@ CI of this project do not have, so its live test is skipped there.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
-from pathlib import Path
 from typing import Any, Protocol
 
 from scoring.faultproxy import FaultProxyClient
@@ -52,12 +50,12 @@ class ChaosTarget(Protocol):
 
 
 def _all_threads_stopped(pid: int) -> bool:
+    import psutil
+
     try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-        states = [Path(f"/proc/{pid}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
-    except (FileNotFoundError, ProcessLookupError):
+        return all(psutil.Process(t.id).status() == psutil.STATUS_STOPPED for t in psutil.Process(pid).threads())
+    except psutil.NoSuchProcess:
         return True  # gone: nothing left to stop
-    return all(state in ("T", "t") for state in states)
 
 
 class LocalTarget:

@@ -14,10 +14,11 @@ the noise of tracing off, and still gives about ten traces a second at 10,000 ev
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -122,6 +123,21 @@ def _failed(span: trace.Span, context: grpc.aio.ServicerContext, exc: BaseExcept
 # Server spans by decorator rather than the gRPC instrumentation's asyncio server interceptor: measured on the
 # filter's hop, the interceptor cost 0.27 ms at p50 and 3.5 ms at p99 per call (a tenth of a 10 ms budget, on
 # every call, sampled or not); these take the caller's traceparent and start one span, nothing else.
+@contextlib.contextmanager
+def _serving(method: str, context: grpc.aio.ServicerContext) -> Iterator[None]:
+    """The server span of one call, current while the handler runs, ended with the call's status."""
+    span = _server_span(method, context)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    except BaseException as exc:
+        _failed(span, context, exc)
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
 def traced_unary(method: str) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
     """A server span for a unary servicer method, child of the caller's traceparent, current while it runs."""
 
@@ -130,16 +146,8 @@ def traced_unary(method: str) -> Callable[[Callable[..., Awaitable[R]]], Callabl
         async def traced(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
             if _provider is None:
                 return await handler(self, request, context)
-            span = _server_span(method, context)
-            token = otel_context.attach(trace.set_span_in_context(span))
-            try:
+            with _serving(method, context):
                 return await handler(self, request, context)
-            except BaseException as exc:
-                _failed(span, context, exc)
-                raise
-            finally:
-                otel_context.detach(token)
-                span.end()
 
         return traced
 
@@ -156,17 +164,9 @@ def traced_stream(method: str) -> Callable[[Callable[..., AsyncIterator[R]]], Ca
                 async for item in handler(self, request, context):
                     yield item
                 return
-            span = _server_span(method, context)
-            token = otel_context.attach(trace.set_span_in_context(span))
-            try:
+            with _serving(method, context):
                 async for item in handler(self, request, context):
                     yield item
-            except BaseException as exc:
-                _failed(span, context, exc)
-                raise
-            finally:
-                otel_context.detach(token)
-                span.end()
 
         return traced
 

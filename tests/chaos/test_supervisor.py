@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest
 import pytest_asyncio
 
@@ -134,10 +135,9 @@ time.sleep(600)
 
 def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return state != "Z"
 
 
 def test_children_die_with_a_launcher_killed_by_sigkill(tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_children_die_with_a_launcher_killed_by_sigkill(tmp_path: Path) -> None:
         child_pid = int(launcher.stdout.readline())
         deadline = time.monotonic() + 10
         # The shim has exec'd the real command: the child's command line is the sleeper's, in its own group.
-        while "time.sleep(600)" not in Path(f"/proc/{child_pid}/cmdline").read_bytes().decode(errors="replace"):
+        while "time.sleep(600)" not in " ".join(psutil.Process(child_pid).cmdline()):
             assert time.monotonic() < deadline, "the child never exec'd its command"
             time.sleep(0.02)
         assert os.getpgid(child_pid) == child_pid

@@ -37,14 +37,19 @@ def _wait_for_line(process: subprocess.Popen[str], word: str, timeout_s: float) 
     raise AssertionError(f"no line with {word!r} within {timeout_s} s; output so far:\n{''.join(seen)}")
 
 
-def test_scoring_up_then_sigterm_leaves_no_process_behind(artifacts: Path, tmp_path: Path) -> None:
-    process = subprocess.Popen(
+def _scoring_up(artifacts: Path) -> subprocess.Popen[str]:
+    """`scoring up` as a user runs it, in its own process, its output readable line by line."""
+    return subprocess.Popen(
         [sys.executable, "-m", "scoring.cli", "up", "--free-ports", "--artifacts", str(artifacts)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def test_scoring_up_then_sigterm_leaves_no_process_behind(artifacts: Path, tmp_path: Path) -> None:
+    process = _scoring_up(artifacts)
     try:
         line = _wait_for_line(process, "ready", 120)
         assert "gateway=127.0.0.1:" in line
@@ -67,13 +72,7 @@ def test_a_killed_triton_leaves_no_backend_stub_behind(artifacts: Path, tmp_path
 
     The stubs notice a dead server within seconds on their own; the launcher also ends whatever is left in a
     dead child's process group before it starts the child again, and at stop."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scoring.cli", "up", "--free-ports", "--artifacts", str(artifacts)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = _scoring_up(artifacts)
     try:
         _wait_for_line(process, "ready", 120)
         [triton] = [p for p in psutil.Process(process.pid).children(recursive=True) if p.name() == "tritonserver"]

@@ -9,7 +9,6 @@ say: health checks, start order, restart policies, the GPU profile, pinned image
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import platform
@@ -21,6 +20,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+
+from tests.helpers import load_module
 
 pytestmark = pytest.mark.unit
 
@@ -185,14 +186,6 @@ def test_the_gpu_profile_alone_reserves_a_gpu_and_the_cpu_profile_is_the_default
         if line.strip() and not line.startswith("#")
     )
     assert dotenv == {"COMPOSE_PROFILES": "cpu"}
-
-
-def load_module(path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(f"deploy_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_each_triton_mounts_the_repository_of_its_device_written_by_make_triton_repo(compose) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import fnmatch
-import importlib.util
 import re
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.helpers import load_module
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,14 +34,6 @@ SERVICES_DOCKERFILE = ROOT / "Dockerfile"
 MODELS_DOCKERFILE = ROOT / "deploy" / "k8s" / "models.Dockerfile"
 REQUIREMENTS = ROOT / "deploy" / "docker" / "requirements.txt"
 SERVICE_MODULES = ("services.gateway", "services.feature_service", "services.filter_model")
-
-
-def load_module(path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(f"deploy_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def hadolint(path: Path) -> subprocess.CompletedProcess[str]:

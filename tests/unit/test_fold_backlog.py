@@ -27,6 +27,13 @@ def _batch(*ids: str) -> EventBatch:
     return EventBatch(list(ids), np.arange(n, dtype=np.int64), ["c"] * n, ["t"] * n, np.ones(n))
 
 
+def _opened(reset_s: float) -> CircuitBreaker:
+    """The feature stage's breaker, just opened by a failure."""
+    breaker = CircuitBreaker("features", failures=1, reset_s=reset_s)
+    breaker.failure()
+    return breaker
+
+
 async def _drain(backlog: FoldBacklog, timeout_s: float = 2.0) -> None:
     for _ in range(int(timeout_s / 0.01)):
         if backlog.pending == 0:
@@ -53,9 +60,7 @@ def test_nothing_is_resent_while_the_feature_stage_circuit_is_open() -> None:
     async def run() -> None:
         client = _Recording()
         backlog = FoldBacklog(client, retry_s=0.01)  # type: ignore[arg-type]
-        breaker = CircuitBreaker("features", failures=1, reset_s=60.0)
-        breaker.failure()
-        backlog.breaker = breaker
+        breaker = backlog.breaker = _opened(reset_s=60.0)
         backlog.add(_batch("a"))
         backlog.start()
         await asyncio.sleep(0.1)
@@ -83,9 +88,7 @@ def test_with_no_live_traffic_the_backlog_probes_a_half_open_circuit_and_drains(
     async def run() -> None:
         client = _Recording()
         backlog = FoldBacklog(client, retry_s=0.01, duty=0.5)  # type: ignore[arg-type]
-        breaker = CircuitBreaker("features", failures=1, reset_s=0.05)
-        breaker.failure()
-        backlog.breaker = breaker
+        breaker = backlog.breaker = _opened(reset_s=0.05)
         for ids in (("a", "b"), ("c",), ("d",)):
             backlog.add(_batch(*ids))
         backlog.start()
@@ -102,9 +105,7 @@ def test_a_failed_backlog_probe_opens_the_circuit_again() -> None:
     async def run() -> None:
         client = _Failing()
         backlog = FoldBacklog(client, retry_s=0.01)  # type: ignore[arg-type]
-        breaker = CircuitBreaker("features", failures=1, reset_s=0.05)
-        breaker.failure()
-        backlog.breaker = breaker
+        breaker = backlog.breaker = _opened(reset_s=0.05)
         backlog.add(_batch("a"))
         backlog.start()
         for _ in range(200):
