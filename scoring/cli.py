@@ -36,10 +36,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from scoring.replay import frame_transactions, load_replay_frame, replay_stream
+    from scoring.replay import frame_transactions, load_replay_frame, replay_batches, replay_stream
 
     frame = load_replay_frame(args.artifacts, args.events, args.offset)
-    result = asyncio.run(replay_stream(args.gateway, frame_transactions(frame), args.rate))
+    transactions = frame_transactions(frame)
+    if args.batch:
+        result = asyncio.run(replay_batches(args.gateway, transactions, args.batch, budget_ms=args.budget_ms))
+    else:
+        result = asyncio.run(replay_stream(args.gateway, transactions, args.rate, budget_ms=args.budget_ms))
     print(result.summary())
     return 0 if result.answered == result.sent else 1
 
@@ -195,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     replay.add_argument("--events", type=int, default=5000)
     replay.add_argument("--offset", type=int, default=0)
-    replay.add_argument("--rate", type=float, default=1000.0, help="events per second (open loop)")
+    replay.add_argument("--rate", type=float, default=1000.0,
+                        help="events per second (open loop); 0: as fast as the gateway takes them")
+    replay.add_argument("--batch", type=int, default=0, metavar="N",
+                        help="send batches of N on ScoreBatchStream, as fast as the gateway takes them")
+    replay.add_argument("--budget-ms", type=float, default=None,
+                        help="ask for this per-event budget (metadata x-scoring-budget-ms; capped by "
+                             "GATEWAY_MAX_BUDGET_MS), e.g. for a backfill")
     replay.set_defaults(func=cmd_replay)
 
     simulate = sub.add_parser("simulate", help="write a simulated transaction dataset as Parquet")

@@ -296,6 +296,7 @@ class Stack:
                 "FEATURES_PORT": str(p.features),
                 "FILTER_PORT": str(p.filter),
                 "FILTER_MODEL_DIR": str(a / "models" / "filter"),
+                "GATEWAY_FALLBACK_MODEL_DIR": str(a / "models" / "filter"),
                 "GATEWAY_PORT": str(p.gateway),
                 "GATEWAY_FEATURES_ADDRESS": self.addresses["feature_service"],
                 "GATEWAY_FILTER_ADDRESS": self.addresses["filter_model"],

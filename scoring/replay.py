@@ -29,6 +29,7 @@ class ReplayResult:
     duplicates: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     stages: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)  # full, or which fallback answered (answer_kind)
     degraded: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
     scores: dict[str, float] = field(default_factory=dict)
@@ -55,6 +56,12 @@ class ReplayResult:
                 f"scores      mean {values.mean():.4f}  p50 {np.median(values):.4f}  "
                 f"max {values.max():.4f}  >= 0.5: {(values >= 0.5).sum():,}"
             )
+        kinds = "  ".join(
+            f"{k} {self.kinds[k]:,} ({self.kinds[k] / max(self.answered, 1):.1%})"
+            for k in ANSWER_KINDS
+            if self.kinds[k]
+        )
+        lines.append("answers     " + (kinds or "none"))
         lines.append("models      " + ", ".join(f"{k} ({v:,})" for k, v in sorted(self.versions.items())))
         lines.append("degraded    " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.degraded.items())) or "none"))
         lines.append("errors      " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.errors.items())) or "none"))
@@ -82,9 +89,22 @@ def frame_transactions(frame: pd.DataFrame) -> list[types_pb2.Transaction]:
     ]
 
 
+BUDGET_KEY = "x-scoring-budget-ms"
+
+
+def budget_metadata(budget_ms: float | None) -> tuple[tuple[str, str], ...] | None:
+    """The metadata that asks the gateway for another per-event budget (GATEWAY_MAX_BUDGET_MS caps it)."""
+    return None if budget_ms is None else ((BUDGET_KEY, f"{budget_ms:g}"),)
+
+
 async def replay_stream(
-    address: str, transactions: list[types_pb2.Transaction], rate_per_s: float, timeout_s: float = 120.0
+    address: str,
+    transactions: list[types_pb2.Transaction],
+    rate_per_s: float,
+    timeout_s: float = 120.0,
+    budget_ms: float | None = None,
 ) -> ReplayResult:
+    """One event per message on ScoreStream; `rate_per_s` 0 sends as fast as the gateway reads."""
     result = ReplayResult()
     scheduled: dict[str, float] = {}
     interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
@@ -104,7 +124,7 @@ async def replay_stream(
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         started = time.perf_counter()
-        call = stub.ScoreStream(requests(), timeout=timeout_s)
+        call = stub.ScoreStream(requests(), timeout=timeout_s, metadata=budget_metadata(budget_ms))
         seen: set[str] = set()
         async for response in call:
             now = time.perf_counter()
@@ -121,7 +141,73 @@ async def replay_stream(
     return result
 
 
+# What produced an answer: every stage in time ("full"), or which fallback. In the order the summary prints them.
+ANSWER_KINDS = (
+    "full",
+    "filter_only",  # the ensemble was late, down or skipped: the filter's score
+    "filter_on_event_fields",  # the feature service was late or down: the filter's fallback model on the event alone
+    "ensemble_unfiltered",  # the filter was late or down: the ensemble scored the event without it
+    "last_resort",  # no stage in time: the gateway's in-process fallback model
+    "error",
+)
+
+
+def answer_kind(response: types_pb2.ScoreResponse) -> str:
+    if response.HasField("error"):
+        return "error"
+    if not response.degraded:
+        return "full"
+    reason = response.degraded_reason
+    if reason.endswith("last_resort"):
+        return "last_resort"
+    if reason.startswith("features_"):
+        return "filter_on_event_fields"
+    if response.stage == types_pb2.STAGE_ENSEMBLE:
+        return "ensemble_unfiltered"
+    return "filter_only"
+
+
+async def replay_batches(
+    address: str,
+    transactions: list[types_pb2.Transaction],
+    batch_size: int = 500,
+    timeout_s: float = 300.0,
+    budget_ms: float | None = None,
+) -> ReplayResult:
+    """Batches on ScoreBatchStream, as fast as the gateway reads them (its flow control sets the pace). Latency is
+    measured per batch, from the moment its message was handed to gRPC to its answer."""
+    result = ReplayResult()
+    sent_at: list[float] = []
+
+    async def requests() -> AsyncIterator[gateway_pb2.ScoreBatchRequest]:
+        for start in range(0, len(transactions), batch_size):
+            chunk = transactions[start : start + batch_size]
+            sent_at.append(time.perf_counter())
+            result.sent += len(chunk)
+            yield gateway_pb2.ScoreBatchRequest(transactions=chunk)
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        started = time.perf_counter()
+        seen: set[str] = set()
+        k = 0
+        async for reply in stub.ScoreBatchStream(requests(), timeout=timeout_s, metadata=budget_metadata(budget_ms)):
+            took_us = max(1, int((time.perf_counter() - sent_at[k]) * 1e6))
+            k += 1
+            for response in reply.responses:
+                if response.transaction_id in seen:
+                    result.duplicates += 1
+                    continue
+                seen.add(response.transaction_id)
+                result.answered += 1
+                result.latency_us.record_value(took_us)
+                record(result, response)
+        result.elapsed_s = time.perf_counter() - started
+    return result
+
+
 def record(result: ReplayResult, response: types_pb2.ScoreResponse) -> None:
+    result.kinds[answer_kind(response)] += 1
     if response.HasField("error"):
         result.errors[f"{response.error.code}:{response.error.field or response.degraded_reason}"] += 1
         return

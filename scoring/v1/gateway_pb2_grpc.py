@@ -82,7 +82,9 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportLabels(self, request, context):
-        """Delayed labels (confirmed frauds), folded into label-based features.
+        """Delayed labels (confirmed frauds), folded into label-based features. Idempotent: a label already recorded is
+        recorded again with the same value, so a call that failed (UNAVAILABLE: "labels not recorded") or whose answer
+        was lost can be retried as it is. Labels have their own budget (seconds), not the events' one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -22,6 +22,7 @@ async def main() -> None:
         timeout_s=settings.redis_timeout_s,
         max_connections=settings.redis_max_connections,
         state_ttl_s=settings.state_ttl_s,
+        labels_timeout_s=settings.labels_timeout_s,
     )
     server = GrpcServer(
         "feature_service",

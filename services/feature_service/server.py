@@ -59,6 +59,10 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
             terminal_id=list(request.terminal_id),
             amount=np.asarray(request.amount, dtype=np.float64),
         )
+        # The gateway validates events at the edge; this guards the state against any other caller: a non-finite or
+        # negative amount folded into a customer's window would poison every later feature of that customer.
+        if not (np.isfinite(batch.amount).all() and (batch.amount >= 0).all()):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "amount: every value must be finite and >= 0")
         if n == 0:
             return features_pb2.FeatureResponse(rows=0, feature_names=F.FEATURE_NAMES)
         started = time.perf_counter()

@@ -18,6 +18,10 @@ class FeatureSettings(ServiceSettings):
         default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("FEATURES_REDIS_URL", "REDIS_URL")
     )
     redis_timeout_s: float = 0.5
+    # Labels have a budget of their own (seconds, not an event's milliseconds): a label fold waits its turn between
+    # event folds on a connection of its own, and a Redis timeout is retried within this budget (label folds are
+    # idempotent). Less than the gateway's 15 s, so the answer says what happened.
+    labels_timeout_s: float = 10.0
     redis_max_connections: int = 32
     # How long per-entity state and label routing survive without traffic (wall clock): the longest window
     # plus the label delay plus slack for late labels.

@@ -7,6 +7,7 @@ round trip whatever its size; they return raw aggregates that `scoring.features`
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,9 @@ class FeatureBatch:
 
 
 class FeatureStore:
-    def __init__(self, url: str, *, timeout_s: float, max_connections: int, state_ttl_s: int) -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float, max_connections: int, state_ttl_s: int, labels_timeout_s: float = 10.0
+    ) -> None:
         # A blocking pool: past max_connections a fold waits for a connection (up to timeout_s) instead of
         # failing at once with "Too many connections", which would leave its events out of the state.
         pool = redis.BlockingConnectionPool.from_url(
@@ -59,10 +62,17 @@ class FeatureStore:
             health_check_interval=0,
         )
         self.redis = redis.Redis(connection_pool=pool)
+        # Labels on their own connection with their own timeout: behind a long fold, a label batch must wait its
+        # turn, not fail on the folds' 0.5 s socket timeout (and be lost by a client that does not retry).
+        self.labels_timeout_s = labels_timeout_s
+        self.labels_redis = redis.Redis.from_url(
+            url, socket_timeout=labels_timeout_s, socket_connect_timeout=min(timeout_s * 4, labels_timeout_s),
+            health_check_interval=0,
+        )
         self.state_ttl_s = state_ttl_s
         self._in_order = asyncio.Lock()
         self._fold = self.redis.register_script((_HERE / "fold.lua").read_text())
-        self._labels = self.redis.register_script((_HERE / "labels.lua").read_text())
+        self._labels = self.labels_redis.register_script((_HERE / "labels.lua").read_text())
         self._fold_header = [
             F.SEQ_LEN,
             state_ttl_s,
@@ -77,7 +87,7 @@ class FeatureStore:
         try:
             await self.redis.ping()
             await self.redis.script_load((_HERE / "fold.lua").read_text())
-            await self.redis.script_load((_HERE / "labels.lua").read_text())
+            await self.labels_redis.script_load((_HERE / "labels.lua").read_text())
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -122,11 +132,21 @@ class FeatureStore:
         args: list[str | int] = [len(transaction_ids), self.state_ttl_s]
         for txid, is_fraud in zip(transaction_ids, fraud, strict=True):
             args += (txid, "1" if is_fraud else "0")
-        try:
-            accepted, unknown = await self._labels(args=args)
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        return int(accepted), int(unknown)
+        deadline = time.monotonic() + self.labels_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                accepted, unknown = await self._labels(args=args)
+                return int(accepted), int(unknown)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Idempotent (a label already recorded is recorded again with the same value): retrying is safe.
+                if time.monotonic() + delay >= deadline:
+                    raise StoreUnavailable(f"{exc} (retried for {self.labels_timeout_s:g} s)") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except redis.RedisError as exc:
+                raise StoreUnavailable(str(exc)) from exc
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.labels_redis.aclose()

@@ -10,13 +10,16 @@ from scoring.common.server import GrpcServer, run_service
 from scoring.common.telemetry import root_sampling_ratio, setup_tracing
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway import tracing
+from services.gateway.admission import AdmissionLimit
 from services.gateway.backlog import FoldBacklog
 from services.gateway.batcher import MicroBatcher
 from services.gateway.cascade import Cascade, StageShares
 from services.gateway.dedup import RecentAnswers, Submitter
+from services.gateway.last_resort import LastResort
 from services.gateway.server import GatewayServicer
 from services.gateway.settings import GatewaySettings
 from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient
+from services.gateway.validation import Limits
 
 
 async def main() -> None:
@@ -42,6 +45,16 @@ async def main() -> None:
         breaker_min_streak_s=settings.breaker_min_streak_ms / 1e3,
         unfiltered_max=settings.unfiltered_ensemble_max,
         backlog=backlog,
+        # Loaded before the server starts: a gateway without its last resort would answer errors under load.
+        last_resort=LastResort(settings.fallback_model_dir),
+    )
+    admission = AdmissionLimit(
+        initial=settings.admission_initial_events,
+        minimum=settings.admission_min_events,
+        maximum=settings.admission_max_events,
+        latency_fraction=settings.admission_latency_fraction,
+        increase=settings.admission_increase,
+        decrease=settings.admission_decrease,
     )
     batcher = MicroBatcher(
         cascade,
@@ -50,6 +63,7 @@ async def main() -> None:
         max_inflight_batches=settings.max_inflight_batches,
         max_queued=settings.max_queued_events,
         features_inflight_batches=settings.features_inflight_batches,
+        admission=admission,
     )
 
     async def warm_up() -> None:
@@ -77,6 +91,9 @@ async def main() -> None:
         budget_s=budget_s,
         max_inflight_per_stream=settings.max_inflight_per_stream,
         max_request_batch=settings.max_request_batch,
+        admission=admission,
+        max_budget_s=settings.max_budget_ms / 1e3,
+        limits=Limits(max_amount=settings.max_amount, min_event_time_s=settings.min_event_time_s),
     )
     server = GrpcServer(
         "gateway",

@@ -23,6 +23,7 @@ from opentelemetry.trace import Span
 from services.feature_service.store import EventBatch
 from services.gateway import metrics as M
 from services.gateway import tracing
+from services.gateway.admission import AdmissionLimit
 from services.gateway.cascade import BatchOutcome, Cascade
 from services.gateway.validation import Event
 
@@ -62,8 +63,11 @@ class MicroBatcher:
         max_inflight_batches: int,
         max_queued: int,
         features_inflight_batches: int = 1,
+        admission: AdmissionLimit | None = None,
     ) -> None:
         self.cascade = cascade
+        # Told how late each answered batch was, so that it admits what can be served in time.
+        self.admission = admission
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_us / 1e6
         self.max_queued = max_queued
@@ -150,8 +154,10 @@ class MicroBatcher:
                         outcome = await self.cascade.score(batch, urgent.deadline, urgent.budget, features_done)
                 except Exception as exc:  # a bug must not leave events unanswered
                     log.exception("cascade failed")
-                    outcome = _failed(len(live), f"internal: {type(exc).__name__}")
+                    outcome = self.cascade.last_resort_outcome(batch, f"internal_{type(exc).__name__}")
                 _count(outcome, live)
+                if self.admission is not None:
+                    _observe(self.admission, outcome, live)
                 if batch_span is not None:
                     _trace(outcome, live, started)
                     batch_span.end()
@@ -189,6 +195,23 @@ def _count(outcome: BatchOutcome, live: list[_Pending]) -> None:
         M.DEGRADED.labels(reason).inc(n)
 
 
+def _late_reason(reason: str) -> bool:
+    return "timeout" in reason or "exhausted" in reason
+
+
+def _observe(admission: AdmissionLimit, outcome: BatchOutcome, live: list[_Pending]) -> None:
+    """Was this batch answered in time? A stage cut off for lack of time, or an answer past the admission's share
+    of its budget, says the gateway holds more than it can serve in time."""
+    now = time.monotonic()
+    admitted_at = min(p.deadline - p.budget for p in live)
+    late = any(admission.is_late(now - (p.deadline - p.budget), p.budget) for p in live)
+    if not late:
+        late = any(_late_reason(r) for r in set(outcome.degraded_reason)) or any(
+            _late_reason(e) for e in set(outcome.error)
+        )
+    admission.observe(admitted_at=admitted_at, late=late, events=len(live))
+
+
 def _trace(outcome: BatchOutcome, live: list[_Pending], started: float) -> None:
     now = time.monotonic()
     for i, p in enumerate(live):
@@ -197,20 +220,3 @@ def _trace(outcome: BatchOutcome, live: list[_Pending], started: float) -> None:
             tracing.record(
                 p.span, outcome, i, size=len(live), budget_s=p.budget, queued_s=started - arrival, total_s=now - arrival
             )
-
-
-def _failed(n: int, reason: str) -> BatchOutcome:
-    return BatchOutcome(
-        score=np.zeros(n),
-        filter_score=np.zeros(n),
-        stage=np.full(n, 3, dtype=np.int8),
-        degraded_reason=[""] * n,
-        model_version=[""] * n,
-        error=[reason] * n,
-    )
-
-
-def monotonic_deadline(budget_s: float, client_remaining_s: float | None) -> float:
-    """The event's deadline: the client's gRPC deadline if it set one, else the configured budget."""
-    budget = budget_s if client_remaining_s is None else client_remaining_s
-    return time.monotonic() + budget

@@ -22,6 +22,7 @@ from services.feature_service.store import EventBatch
 from services.gateway import metrics as M
 from services.gateway.backlog import FoldBacklog
 from services.gateway.breaker import CircuitBreaker
+from services.gateway.last_resort import LastResort
 from services.gateway.stages import (
     TRITON_MIN_TIMEOUT_US,
     EnsembleClient,
@@ -39,6 +40,8 @@ STAGE_ENSEMBLE = 2
 STAGE_NONE = 3
 # A stage is not called with less time than this: it could not answer anyway.
 MIN_STAGE_S = 0.0002
+# The last link of a degraded_reason chain when the gateway's in-process fallback gave the score.
+LAST_RESORT = "last_resort"
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Cascade:
         breaker_min_streak_s: float = 0.0,
         unfiltered_max: int = 64,
         backlog: FoldBacklog | None = None,
+        last_resort: LastResort | None = None,
     ) -> None:
         self.features = features
         self.filter = filter_client
@@ -98,6 +102,8 @@ class Cascade:
         # With the filter down, at most this many events of a batch go to the ensemble (the largest amounts
         # first): the ensemble is sized for the few events the filter passes, not for all of them.
         self.unfiltered_max = unfiltered_max
+        # Scores every event no stage scored in time; without it (tests of the stages alone) such events get errors.
+        self.last_resort = last_resort
         # Events answered without the feature service are folded later from here.
         self.backlog = backlog
         if backlog is not None:
@@ -230,12 +236,24 @@ class Cascade:
         score = np.zeros(n)
         filter_score = np.zeros(n)
         stage = np.full(n, STAGE_NONE, dtype=np.int8)
+        # Events whose answer is the gateway's own last-resort score (unless the ensemble scores them after all).
+        last_resort = np.zeros(n, dtype=bool)
         if filtered is not None:
             filter_score = filtered.scores.astype(np.float64)
             score[:] = filter_score
             stage[:] = STAGE_FILTER
             versions = [filtered.model_version] * n
             passed = filter_score >= filtered.threshold
+        elif self.last_resort is not None:
+            # No filter score in time: every event gets the in-process fallback's, and the ensemble (sized for the
+            # few events a filter passes) takes the riskiest of them by that score.
+            filter_score = self.last_resort.score(batch.amount, batch.event_time_us)
+            score[:] = filter_score
+            stage[:] = STAGE_FILTER
+            versions = [self.last_resort.version] * n
+            last_resort[:] = True
+            passed = np.zeros(n, dtype=bool)
+            passed[np.argsort(-filter_score, kind="stable")[: self.unfiltered_max]] = True
         else:
             passed = np.ones(n, dtype=bool)
             if n > self.unfiltered_max:
@@ -247,8 +265,9 @@ class Cascade:
         # 3. The ensemble, only for passed events with real features: on stand-in features it would guess.
         if self_contained:
             passed[:] = False
-            if filtered is None:
+            if filtered is None and self.last_resort is None:
                 errors = [f"{reasons[0]}+{filter_reason}"] * n
+        ensemble_reason = ""
         if passed.any():
             idx = np.flatnonzero(passed)
             try:
@@ -260,16 +279,25 @@ class Cascade:
                 )
                 score[idx] = np.clip(result.scores, 0.0, 1.0)
                 stage[idx] = STAGE_ENSEMBLE
+                last_resort[idx] = False
                 for i in idx:
                     versions[i] = result.model_version
             except StageError as exc:
+                ensemble_reason = exc.reason
                 for i in idx:
-                    if filtered is None:
+                    if filtered is None and self.last_resort is None:
                         errors[i] = f"{filter_reason}+{exc.reason}"
-                    else:
+                    elif filtered is not None:
                         reasons[i] = _join(reasons[i], exc.reason)
+        if last_resort.any():
+            for i in np.flatnonzero(last_resort):
+                chain = [r for r in (reasons[i], filter_reason, ensemble_reason if passed[i] else "") if r]
+                reasons[i] = "+".join([*chain, LAST_RESORT])
         if filter_reason:
-            reasons = [_join(r, filter_reason) if not e else r for r, e in zip(reasons, errors, strict=True)]
+            reasons = [
+                _join(r, filter_reason) if not e and not lr else r
+                for r, e, lr in zip(reasons, errors, last_resort, strict=True)
+            ]
         return BatchOutcome(
             score=score,
             filter_score=filter_score,
@@ -278,6 +306,29 @@ class Cascade:
             model_version=versions,
             error=errors,
             timings=timings,
+        )
+
+
+    def last_resort_outcome(self, batch: EventBatch, reason: str) -> BatchOutcome:
+        """Every event of the batch scored by the last resort alone (an error per event where there is none)."""
+        n = len(batch)
+        if self.last_resort is None:
+            return BatchOutcome(
+                score=np.zeros(n),
+                filter_score=np.zeros(n),
+                stage=np.full(n, STAGE_NONE, dtype=np.int8),
+                degraded_reason=[""] * n,
+                model_version=[""] * n,
+                error=[reason] * n,
+            )
+        scores = self.last_resort.score(batch.amount, batch.event_time_us)
+        return BatchOutcome(
+            score=scores,
+            filter_score=scores.copy(),
+            stage=np.full(n, STAGE_FILTER, dtype=np.int8),
+            degraded_reason=[f"{reason}+{LAST_RESORT}"] * n,
+            model_version=[self.last_resort.version] * n,
+            error=[""] * n,
         )
 
 

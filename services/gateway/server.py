@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
@@ -22,14 +24,45 @@ from scoring.common import telemetry
 from scoring.v1 import features_pb2, gateway_pb2, gateway_pb2_grpc, types_pb2
 from services.gateway import metrics as M
 from services.gateway import tracing
-from services.gateway.batcher import Outcome, Overloaded, monotonic_deadline
+from services.gateway.admission import AdmissionLimit
+from services.gateway.batcher import Outcome, Overloaded
 from services.gateway.dedup import Submitter
 from services.gateway.stages import FeatureClient, StageError
-from services.gateway.validation import FieldError, validate
+from services.gateway.validation import DEFAULT_LIMITS, FieldError, Limits, validate
 
 log = logging.getLogger(__name__)
 
 _STAGES = {1: types_pb2.STAGE_FILTER, 2: types_pb2.STAGE_ENSEMBLE, 3: types_pb2.STAGE_NONE}
+# Per call (unary) or per stream: the budget the client asks for, in milliseconds, up to GATEWAY_MAX_BUDGET_MS.
+BUDGET_KEY = "x-scoring-budget-ms"
+# Labels have a budget of their own: seconds, not the events' milliseconds (they queue behind event folds). More
+# than the feature service's own label budget (FEATURES_LABELS_TIMEOUT_S, 10 s), so that its answer arrives.
+LABELS_TIMEOUT_S = 15.0
+
+
+def requested_budget_s(metadata: Sequence[tuple[str, str | bytes]] | None, default_s: float, max_s: float) -> float:
+    """The budget asked for with x-scoring-budget-ms, else the default; FieldError naming the key if malformed."""
+    for key, value in metadata or ():
+        if key != BUDGET_KEY:
+            continue
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        try:
+            ms = float(text)
+        except ValueError:
+            ms = math.nan
+        if not math.isfinite(ms) or ms <= 0:
+            raise FieldError(BUDGET_KEY, f"must be a positive number of milliseconds, got {text!r}")
+        if ms > max_s * 1e3:
+            raise FieldError(BUDGET_KEY, f"{ms:g} ms is above the cap of {max_s * 1e3:g} ms (GATEWAY_MAX_BUDGET_MS)")
+        return ms / 1e3
+    return default_s
+
+
+def event_deadline(budget_s: float, client_remaining_s: float | None) -> float:
+    """min(the client's deadline, the budget): a client's deadline is its patience, not a request to be slow."""
+    if client_remaining_s is not None and client_remaining_s < budget_s:
+        budget_s = max(0.0, client_remaining_s)
+    return time.monotonic() + budget_s
 
 
 def _response(transaction_id: str, outcome: Outcome) -> types_pb2.ScoreResponse:
@@ -84,33 +117,60 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         budget_s: float,
         max_inflight_per_stream: int,
         max_request_batch: int,
+        admission: AdmissionLimit | None = None,
+        max_budget_s: float = 1.0,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.batcher = batcher
         self.features = features
         self.budget_s = budget_s
+        self.max_budget_s = max(max_budget_s, budget_s)
         self.max_inflight_per_stream = max_inflight_per_stream
         self.max_request_batch = max_request_batch
+        self.admission = admission if admission is not None else AdmissionLimit(maximum=1 << 30, initial=1 << 30)
+        self.limits = limits
+
+    async def _call_budget(self, context: grpc.aio.ServicerContext) -> float:
+        try:
+            return requested_budget_s(context.invocation_metadata(), self.budget_s, self.max_budget_s)
+        except FieldError as exc:
+            await _abort_invalid(context, exc)
+            raise  # not reached: abort raises
+
+    def _answered(self, future: asyncio.Future[Outcome]) -> None:
+        self.admission.release()
 
     @telemetry.traced_unary("/scoring.v1.Gateway/Score")
     async def Score(
         self, request: gateway_pb2.ScoreRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.ScoreResponse:
+        budget_s = await self._call_budget(context)
         if not request.HasField("transaction"):
             await _abort_invalid(context, FieldError("transaction", "is required"))
         try:
-            event = validate(request.transaction)
+            event = validate(request.transaction, limits=self.limits)
         except FieldError as exc:
             await _abort_invalid(context, exc)
+        if not self.admission.try_acquire():
+            self.admission.refuse()
+            M.ERRORS.labels("RESOURCE_EXHAUSTED").inc()
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"gateway at its admission limit ({self.admission.inside} events inside); retry with back-off",
+            )
         # The caller's trace goes on (its traceparent came in the metadata).
         span = tracing.start_event(event.transaction_id, event.customer_id, root=False)
         try:
-            deadline = monotonic_deadline(self.budget_s, context.time_remaining())
+            deadline = event_deadline(budget_s, context.time_remaining())
             future = tracing.submit(self.batcher, event, deadline, span)
         except Overloaded as exc:
+            self.admission.release()
             M.ERRORS.labels("RESOURCE_EXHAUSTED").inc()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"gateway overloaded: {exc}")
         except FieldError as exc:  # the id was used for another event (recent-answer cache)
+            self.admission.release()
             await _abort_invalid(context, exc)
+        future.add_done_callback(self._answered)
         outcome = await future
         if outcome.error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"no stage could score the event: {outcome.error}")
@@ -120,13 +180,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def ScoreStream(
         self, request_iterator: AsyncIterator[gateway_pb2.ScoreRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[types_pb2.ScoreResponse]:
+        budget_s = await self._call_budget(context)
         out: asyncio.Queue[types_pb2.ScoreResponse | None] = asyncio.Queue()
         # Unanswered events of this stream; when full the reader stops reading and gRPC flow control pushes
-        # back on the client.
+        # back on the client. The gateway-wide admission limit does the same when the gateway is full.
         window = asyncio.Semaphore(self.max_inflight_per_stream)
+        admission = self.admission
 
         def answer(txid: str, future: asyncio.Future[Outcome]) -> None:
-            out.put_nowait(_response(txid, future.result()))
+            admission.release()
+            if not future.cancelled():  # cancelled only at shutdown
+                out.put_nowait(_response(txid, future.result()))
 
         links = tracing.stream_links()
 
@@ -136,13 +200,22 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     await window.acquire()
                     txid = request.transaction.transaction_id
                     try:
-                        event = validate(request.transaction)
-                        span = tracing.start_event(txid, event.customer_id, root=True, links=links)
-                        future = tracing.submit(self.batcher, event, monotonic_deadline(self.budget_s, None), span)
+                        event = validate(request.transaction, limits=self.limits)
                     except FieldError as exc:
                         out.put_nowait(_error_response(txid, code_pb2.INVALID_ARGUMENT, exc.field, str(exc)))
                         continue
+                    if not admission.try_acquire():
+                        await admission.acquire()  # not reading meanwhile: the client's events wait in its buffer
+                    try:
+                        span = tracing.start_event(txid, event.customer_id, root=True, links=links)
+                        deadline = event_deadline(budget_s, context.time_remaining())
+                        future = tracing.submit(self.batcher, event, deadline, span)
+                    except FieldError as exc:
+                        admission.release()
+                        out.put_nowait(_error_response(txid, code_pb2.INVALID_ARGUMENT, exc.field, str(exc)))
+                        continue
                     except Overloaded as exc:
+                        admission.release()
                         out.put_nowait(_error_response(txid, code_pb2.RESOURCE_EXHAUSTED, "", str(exc)))
                         continue
                     future.add_done_callback(functools.partial(answer, txid))
@@ -171,6 +244,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         # Batches are answered in order. As many are in flight as max_inflight_per_stream events allow (at
         # least one batch), so a client sending small batches at a high rate is pipelined, not serialised;
         # past the bound the reader stops reading and gRPC flow control pushes back on the client.
+        budget_s = await self._call_budget(context)
         pending: asyncio.Queue[tuple[asyncio.Task[gateway_pb2.ScoreBatchResponse], int] | None] = asyncio.Queue()
         links = tracing.stream_links()
         room = asyncio.Condition()
@@ -185,7 +259,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                         while inflight and inflight + n > self.max_inflight_per_stream:
                             await room.wait()
                         inflight += n
-                    pending.put_nowait((asyncio.create_task(self._score_batch(request, links)), n))
+                    task = asyncio.create_task(self._score_batch(request, links, budget_s, context))
+                    pending.put_nowait((task, n))
             finally:
                 pending.put_nowait(None)
 
@@ -206,7 +281,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             reader.cancel()
 
     async def _score_batch(
-        self, request: gateway_pb2.ScoreBatchRequest, links: Sequence[Link]
+        self,
+        request: gateway_pb2.ScoreBatchRequest,
+        links: Sequence[Link],
+        budget_s: float,
+        context: grpc.aio.ServicerContext,
     ) -> gateway_pb2.ScoreBatchResponse:
         n = len(request.transactions)
         if n == 0:
@@ -221,17 +300,30 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     for tx in request.transactions
                 ]
             )
-        deadline = monotonic_deadline(self.budget_s, None)
+        admission = self.admission
         slots: list[types_pb2.ScoreResponse | asyncio.Future[Outcome]] = []
         for i, tx in enumerate(request.transactions):
             try:
-                event = validate(tx, f"transactions[{i}]")
-                span = tracing.start_event(event.transaction_id, event.customer_id, root=True, links=links)
-                slots.append(tracing.submit(self.batcher, event, deadline, span))
+                event = validate(tx, f"transactions[{i}]", limits=self.limits)
             except FieldError as exc:
                 slots.append(_error_response(tx.transaction_id, code_pb2.INVALID_ARGUMENT, exc.field, str(exc)))
+                continue
+            # Each event's budget starts when it is admitted: a large batch enters as room frees up.
+            if not admission.try_acquire():
+                await admission.acquire()
+            try:
+                span = tracing.start_event(event.transaction_id, event.customer_id, root=True, links=links)
+                future = tracing.submit(self.batcher, event, event_deadline(budget_s, context.time_remaining()), span)
+            except FieldError as exc:
+                admission.release()
+                slots.append(_error_response(tx.transaction_id, code_pb2.INVALID_ARGUMENT, exc.field, str(exc)))
+                continue
             except Overloaded as exc:
+                admission.release()
                 slots.append(_error_response(tx.transaction_id, code_pb2.RESOURCE_EXHAUSTED, "", str(exc)))
+                continue
+            future.add_done_callback(self._answered)
+            slots.append(future)
         responses = []
         for tx, slot in zip(request.transactions, slots, strict=True):
             if isinstance(slot, asyncio.Future):
@@ -247,9 +339,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         for i, label in enumerate(request.labels):
             if not label.transaction_id:
                 await _abort_invalid(context, FieldError(f"labels[{i}].transaction_id", "must not be empty"))
-        timeout = context.time_remaining() or 5.0
+        remaining = context.time_remaining()
+        timeout = LABELS_TIMEOUT_S if remaining is None else min(remaining, LABELS_TIMEOUT_S)
         try:
             ack = await self.features.report_labels(features_pb2.LabelBatch(labels=request.labels), timeout)
         except StageError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"labels not recorded: {exc}")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"labels not recorded ({exc}); retrying the same request is safe: label folds are idempotent",
+            )
         return gateway_pb2.ReportLabelsResponse(accepted=ack.accepted, unknown=ack.unknown)

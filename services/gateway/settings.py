@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic_settings import SettingsConfigDict
 
 from scoring.common.settings import ServiceSettings
@@ -16,8 +18,16 @@ class GatewaySettings(ServiceSettings):
     filter_address: str = "127.0.0.1:50053"
     triton_address: str = "127.0.0.1:8001"
     ensemble_model: str = "fraud_ensemble"
-    # Each event's budget when the client sets no deadline.
+    # Each event's budget: min(the client's deadline, this). A client asks for another explicitly with the metadata
+    # key x-scoring-budget-ms (backfills, evaluations), up to max_budget_ms.
     budget_ms: float = 10.0
+    max_budget_ms: float = 1000.0
+    # The last-resort scorer: the filter's fallback model (fallback.onnx + filter.json), run in-process for every
+    # event that no stage could score in time.
+    fallback_model_dir: Path = Path("artifacts/models/filter")
+    # Plausible ranges of the numeric fields (beyond them INVALID_ARGUMENT naming the field).
+    max_amount: float = 1_000_000.0
+    min_event_time_s: int = 946_684_800
     # Share of the budget each stage may take at most (the rest is the gateway's own time). The cheap stages
     # first: without features and a filter score an event gets no answer at all, while a late ensemble still
     # leaves the filter's; measured here (budget report), features take ~3.5 ms and the filter ~3 ms at p50.
@@ -42,10 +52,19 @@ class GatewaySettings(ServiceSettings):
     max_inflight_batches: int = 4
     # Batches at the feature stage at once: the feature service folds one at a time, so more only queue there.
     features_inflight_batches: int = 1
-    # Back-pressure: events queued for a batch beyond this are refused with RESOURCE_EXHAUSTED.
+    # Hard bound on events queued for a batch (admission keeps the queue far below it).
     max_queued_events: int = 8192
     # Events a single stream may have unanswered; past it the gateway stops reading (gRPC flow control).
     max_inflight_per_stream: int = 2048
+    # Admission: an adaptive limit on events inside the gateway (admitted, not yet answered), cut when answers come
+    # later than latency_fraction of their budget or a stage ran out of time, grown while in time and in use.
+    # Past it streams are not read (flow control) and unary calls get RESOURCE_EXHAUSTED at once.
+    admission_initial_events: int = 64
+    admission_min_events: int = 8
+    admission_max_events: int = 4096
+    admission_latency_fraction: float = 0.8
+    admission_increase: float = 2.0
+    admission_decrease: float = 0.75
     # Largest ScoreBatchStream message.
     max_request_batch: int = 4096
     # A re-sent event (same transaction id) within this window gets the answer already given, not a second scoring;

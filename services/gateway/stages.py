@@ -122,6 +122,8 @@ class FeatureClient:
             return np.zeros((0, len(F.FEATURE_NAMES)), np.float32), np.zeros((0, 0, 0), np.float32)
         features = np.frombuffer(reply.features, dtype="<f4").reshape(n, len(F.FEATURE_NAMES))
         sequences = np.frombuffer(reply.sequences, dtype="<f4").reshape(n, reply.seq_len, reply.seq_feature_count)
+        if not (np.isfinite(features).all() and np.isfinite(sequences).all()):
+            raise StageError("features", "invalid", "non-finite features")
         return features, sequences
 
     async def report_labels(self, labels: features_pb2.LabelBatch, timeout_s: float) -> features_pb2.LabelAck:
@@ -159,6 +161,8 @@ class FilterClient:
         finally:
             traced.span.end()
         scores = np.frombuffer(reply.scores, dtype="<f4")
+        if len(scores) != features.shape[0] or not np.isfinite(scores).all():
+            raise StageError("filter", "invalid", "non-finite or missing scores")
         return FilterResult(scores=scores, threshold=reply.threshold, model_version=reply.model_version)
 
     async def close(self) -> None:
@@ -217,6 +221,8 @@ class EnsembleClient:
         scores = result.as_numpy("SCORE")
         if scores is None:
             raise StageError("ensemble", "error", "response has no SCORE")
+        if len(scores.reshape(-1)) != inputs[0].shape()[0] or not np.isfinite(scores).all():
+            raise StageError("ensemble", "invalid", "non-finite or missing scores")
         response = result.get_response()
         version = f"{response.model_name}:{response.model_version}"
         if span.is_recording():

@@ -16,6 +16,21 @@ MAX_ID_LENGTH = 256
 MAX_FUTURE_S = 86_400
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The plausible range of each numeric field: outside it an event is refused, so no value can reach the
+    entities' state or the models that would turn it into a non-finite or meaningless score."""
+
+    # The simulated data's largest amount is about 2,000; real card payments above a million are not scored here.
+    max_amount: float = 1_000_000.0
+    # 2000-01-01: older event times are typing errors, not history (a replay of years is fine).
+    min_event_time_s: int = 946_684_800
+    max_future_s: int = MAX_FUTURE_S
+
+
+DEFAULT_LIMITS = Limits()
+
+
 class FieldError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
@@ -41,7 +56,12 @@ def _check_id(value: str, field: str) -> None:
         raise FieldError(field, "must be printable text")
 
 
-def validate(tx: types_pb2.Transaction, prefix: str = "transaction", now_s: float | None = None) -> Event:
+def validate(
+    tx: types_pb2.Transaction,
+    prefix: str = "transaction",
+    now_s: float | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Event:
     _check_id(tx.transaction_id, f"{prefix}.transaction_id")
     _check_id(tx.customer_id, f"{prefix}.customer_id")
     _check_id(tx.terminal_id, f"{prefix}.terminal_id")
@@ -49,20 +69,24 @@ def validate(tx: types_pb2.Transaction, prefix: str = "transaction", now_s: floa
         raise FieldError(f"{prefix}.amount", "must be finite")
     if tx.amount < 0:
         raise FieldError(f"{prefix}.amount", "must not be negative")
+    if tx.amount > limits.max_amount:
+        raise FieldError(f"{prefix}.amount", f"above the maximum of {limits.max_amount:g} (GATEWAY_MAX_AMOUNT)")
     if not tx.HasField("timestamp"):
         raise FieldError(f"{prefix}.timestamp", "is required (event time)")
     ts = tx.timestamp
-    if ts.seconds < 0:
-        raise FieldError(f"{prefix}.timestamp", "is before 1970-01-01")
+    if ts.seconds < limits.min_event_time_s:
+        raise FieldError(
+            f"{prefix}.timestamp", f"is before {limits.min_event_time_s} s since the epoch (GATEWAY_MIN_EVENT_TIME_S)"
+        )
     if not 0 <= ts.nanos < 1_000_000_000:
         raise FieldError(f"{prefix}.timestamp", "nanos out of range")
     now_s = time.time() if now_s is None else now_s
-    if ts.seconds > now_s + MAX_FUTURE_S:
-        raise FieldError(f"{prefix}.timestamp", "is more than a day in the future")
+    if ts.seconds > now_s + limits.max_future_s:
+        raise FieldError(f"{prefix}.timestamp", f"is more than {limits.max_future_s} s in the future")
     return Event(
         transaction_id=tx.transaction_id,
         event_time_us=ts.seconds * 1_000_000 + ts.nanos // 1000,
         customer_id=tx.customer_id,
         terminal_id=tx.terminal_id,
-        amount=float(tx.amount),
+        amount=float(tx.amount) + 0.0,  # -0.0 becomes 0.0: one value, one state
     )

@@ -42,6 +42,7 @@ CONTAINER_VALUES: dict[tuple[str, str], tuple[Any, str]] = {
     ("GatewaySettings", "triton_address"): ("triton:8001", "Triton's DNS name"),
     ("FeatureSettings", "redis_url"): ("redis://redis:6379/0", "Redis's DNS name"),
     ("FilterSettings", "model_dir"): (Path("/models/filter"), "where compose mounts and k8s copies the model files"),
+    ("GatewaySettings", "fallback_model_dir"): (Path("/models/filter"), "the same filter files, for the last resort"),
 }
 
 
