@@ -48,7 +48,7 @@ from google.rpc import code_pb2
 from hdrh.histogram import HdrHistogram
 
 from scoring.features import LABEL_DELAY_DAYS, SEQ_FEATURE_NAMES, SEQ_LEN, US_PER_DAY
-from scoring.replay import transaction
+from scoring.replay import ANSWER_KINDS, answer_kind, replay_batches, replay_stream, transaction
 from scoring.v1 import features_pb2, features_pb2_grpc, gateway_pb2, gateway_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,8 @@ class StepResult:
     errors: Counter[str] = field(default_factory=Counter)
     stages: Counter[str] = field(default_factory=Counter)
     degraded: Counter[str] = field(default_factory=Counter)
+    # Every answer by what produced it: "full" (every stage in time), a fallback, or "error" (scoring.replay).
+    kinds: Counter[str] = field(default_factory=Counter)
     unknown_ids: int = 0
     duplicates: int = 0
     latency_us: HdrHistogram = field(default_factory=_histogram)
@@ -251,6 +253,7 @@ class StepResult:
             "stage_share": {k: round(v / self.answered, 5) for k, v in self.stages.items()} if self.answered else {},
             "ensemble_share": round(self.ensemble_share, 5),
             "degraded": dict(self.degraded),
+            "answers": {k: self.kinds[k] for k in ANSWER_KINDS},
             "unknown_ids": self.unknown_ids,
             "duplicates": self.duplicates,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -417,6 +420,7 @@ class _Recorder:
             return
         self.done[i] = 1
         self.last_answer = now
+        r.kinds[answer_kind(response)] += 1
         if response.HasField("error"):
             code = code_pb2.Code.Name(response.error.code) if response.error.code in code_pb2.Code.values() \
                 else str(response.error.code)
@@ -1024,6 +1028,41 @@ async def saturated_throughput(gateway: str, source: EventSource, prefix: str, *
             "errors": errors, "events_per_s": round(answered / elapsed, 1) if elapsed > 0 else 0.0}
 
 
+async def saturated_replay(gateway: str, source: EventSource, prefix: str, events: int = 50_000,
+                           batch: int = 500) -> dict[str, Any]:
+    """A client replaying history as fast as the gateway takes it, at the stack's own budget: on ScoreStream (one
+    event a message) and on ScoreBatchStream (batches of `batch`). Admission sets the pace; what counts is the
+    answered rate and the share of full answers (target: 99%, 0 errors)."""
+    out: dict[str, Any] = {"events": events, "batch": batch}
+    for mode in ("stream", "batch"):
+        transactions = source.transactions(events, f"{prefix}{mode}-")
+        if mode == "stream":
+            got = await replay_stream(gateway, transactions, 0, timeout_s=900)
+        else:
+            got = await replay_batches(gateway, transactions, batch, timeout_s=900)
+        out[mode] = {
+            "answered": got.answered, "lost": got.sent - got.answered, "duplicates": got.duplicates,
+            "seconds": round(got.elapsed_s, 2), "events_per_s": round(got.answered / max(got.elapsed_s, 1e-9), 1),
+            "answers": {k: got.kinds[k] for k in ANSWER_KINDS},
+            "full_share": round(got.kinds["full"] / max(got.answered, 1), 5),
+            "errors": sum(got.errors.values()),
+        }
+        await asyncio.sleep(1.0)
+    return out
+
+
+def format_saturated_replay(sat: dict[str, Any]) -> list[str]:
+    lines = []
+    for mode, rpc in (("stream", "ScoreStream, one event a message"), ("batch", f"ScoreBatchStream, {sat['batch']}"
+                                                                                 " a message")):
+        m = sat[mode]
+        lines.append(f"Saturated replay of {sat['events']:,} events on {rpc}, as fast as the gateway takes them: "
+                     f"{m['events_per_s']:,.0f} events/s, full answers {m['full_share']:.2%} (target 99%), "
+                     f"fallbacks f/e/u/l {_fallbacks(m['answers'])}, errors {m['errors']:,}, lost {m['lost']:,}, "
+                     f"answered twice {m['duplicates']:,}.")
+    return lines
+
+
 async def _wait_backlog_drained(metrics_url: str, timeout_s: float = 120.0) -> bool:
     import urllib.request
 
@@ -1134,7 +1173,12 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
 
 
 TABLE_HEADER = ("step", "mode", "target/s", "sent/s", "answered/s", "p50", "p90", "p99", "p99.9", "max",
-                "filter", "ensemble", "degraded", "errors", "pass")
+                "filter", "ensemble", "full", "fallbacks f/e/u/l", "degraded", "errors", "pass")
+
+
+def _fallbacks(answers: dict[str, int]) -> str:
+    """filter only / filter on the event's fields / ensemble unfiltered / last resort."""
+    return "/".join(f"{answers.get(k, 0):,}" for k in ANSWER_KINDS[1:5])
 
 
 def table_rows(steps: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -1148,6 +1192,7 @@ def table_rows(steps: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             f"{s['sent_per_s']:,.0f}", f"{s['answered_per_s']:,.0f}",
             *(_fmt(lat[k]) for k in ("p50", "p90", "p99", "p99.9", "max")),
             f"{share.get('filter', 0):.1%}", f"{share.get('ensemble', 0):.1%}",
+            f"{s.get('answers', {}).get('full', 0):,}", _fallbacks(s.get("answers", {})),
             f"{sum(s['degraded'].values()):,}", f"{errors:,}",
             "-" if s["passed"] is None else ("yes" if s["passed"] else "no"),
         ))
@@ -1163,7 +1208,9 @@ def format_table(steps: Sequence[dict[str, Any]]) -> str:
                                                                                                    strict=True))))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
-    lines.append("latency in ms from each event's scheduled send time; filter/ensemble: share of answered events")
+    lines.append("latency in ms from each event's scheduled send time; filter/ensemble: share of answered events; "
+                 "full: every stage in time; fallbacks: filter only / filter on the event's fields / ensemble "
+                 "without the filter / the gateway's last resort")
     return "\n".join(lines)
 
 
@@ -1278,7 +1325,9 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines.append("| " + " | ".join(rows[0]) + " |")
     lines.append("|" + "|".join("---" if i < 2 else "---:" for i in range(len(rows[0]))) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    lines += ["", "Latency in ms. filter/ensemble: share of answered events decided by that stage."]
+    lines += ["", "Latency in ms. filter/ensemble: share of answered events decided by that stage. full: answered by "
+              "every stage in time; fallbacks: filter only / filter on the event's own fields / ensemble without "
+              "the filter / the gateway's in-process last resort."]
     summary = result.get("summary") or []
     if summary:
         lines += ["", *[f"- {s}" for s in summary]]
@@ -1488,6 +1537,16 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
                                + ("" if best is None else
                                   f" (p99 {next(s for s in swept if s.target_rate == best).percentile_ms(99):.2f} ms,"
                                   f" ensemble {next(s for s in swept if s.target_rate == best).ensemble_share:.1%})"))
+
+        if config.standard:
+            print("saturated replay: 50,000 events on ScoreStream, then on ScoreBatchStream in 500s, as fast as the "
+                  "gateway takes them ...", flush=True)
+            await report_due_labels(gateway, source, labels)
+            sat = await saturated_replay(gateway, source, f"{run_tag}sat")
+            result["saturated_replay"] = sat
+            summary.extend(format_saturated_replay(sat))
+            for line in format_saturated_replay(sat):
+                print(f"  {line}", flush=True)
 
         if config.standard and stack is not None and stack.tracing:
             print("tracing overhead: saturated ScoreBatchStream, tracing off and at the default sampling ...",

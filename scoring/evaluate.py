@@ -28,7 +28,7 @@ import pandas as pd
 from scoring import features as F
 from scoring import simulator
 from scoring.metrics import score_table
-from scoring.replay import transaction
+from scoring.replay import budget_metadata, transaction
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 from services.filter_model.model import FilterModel, probability_of_positive
 
@@ -141,6 +141,7 @@ async def live_scores(
     batch_size: int = 256,
     window_batches: int = 4,
     namespace: str | None = None,
+    budget_ms: float | None = None,
 ) -> Live:
     """Replays history + test period through the gateway, a day at a time, and returns the test period's scores.
 
@@ -174,7 +175,7 @@ async def live_scores(
         stub = gateway_pb2_grpc.GatewayStub(channel)
         for day in np.unique(part_days):
             rows = np.flatnonzero(part_days == day)
-            await _replay_day(stub, rows, tx, test_row, live, batch_size, window_batches)
+            await _replay_day(stub, rows, tx, test_row, live, batch_size, window_batches, budget_ms)
             fraud_rows = rows[frauds[rows] == 1]
             if len(fraud_rows):
                 ack = await stub.ReportLabels(
@@ -198,6 +199,7 @@ async def _replay_day(
     live: Live,
     batch_size: int,
     window_batches: int,
+    budget_ms: float | None = None,
 ) -> None:
     batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     # A bounded window of batches in flight: within the gateway's per-stream bound, and answers stay in order.
@@ -208,7 +210,7 @@ async def _replay_day(
             await window.acquire()
             yield gateway_pb2.ScoreBatchRequest(transactions=[tx(int(i)) for i in batch])
 
-    call = stub.ScoreBatchStream(requests(), timeout=600)
+    call = stub.ScoreBatchStream(requests(), timeout=600, metadata=budget_metadata(budget_ms))
     answered = 0
     async for reply in call:
         batch = batches[answered]
@@ -236,9 +238,10 @@ async def _replay_day(
 
 
 async def evaluate(
-    artifacts: Path, *, gateway: str | None = None, history_days: int = HISTORY_DAYS
+    artifacts: Path, *, gateway: str | None = None, history_days: int = HISTORY_DAYS, budget_ms: float | None = None
 ) -> dict[str, Any]:
-    """Offline evaluation, and the live one when a gateway address is given."""
+    """Offline evaluation, and the live one when a gateway address is given; `budget_ms` is asked of the gateway
+    for every replayed event (x-scoring-budget-ms), so that what is measured is the models, not the machine."""
     report = json.loads((artifacts / "train_report.json").read_text())
     frame = simulator.read_parquet(artifacts / "data" / "transactions.parquet")
     period = (int(report["periods"]["test"][0]), int(report["periods"]["test"][1]))
@@ -258,7 +261,7 @@ async def evaluate(
     }
     if gateway is None:
         return result
-    live = await live_scores(gateway, frame, period, history_days=history_days)
+    live = await live_scores(gateway, frame, period, history_days=history_days, budget_ms=budget_ms)
     answered = ~np.isnan(live.score)
     result["live"] = {
         "gateway": gateway,

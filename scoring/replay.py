@@ -103,9 +103,11 @@ async def replay_stream(
     rate_per_s: float,
     timeout_s: float = 120.0,
     budget_ms: float | None = None,
+    result: ReplayResult | None = None,
 ) -> ReplayResult:
-    """One event per message on ScoreStream; `rate_per_s` 0 sends as fast as the gateway reads."""
-    result = ReplayResult()
+    """One event per message on ScoreStream; `rate_per_s` 0 sends as fast as the gateway reads. Pass `result` to
+    watch it fill while the replay runs."""
+    result = ReplayResult() if result is None else result
     scheduled: dict[str, float] = {}
     interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
 
@@ -173,10 +175,11 @@ async def replay_batches(
     batch_size: int = 500,
     timeout_s: float = 300.0,
     budget_ms: float | None = None,
+    result: ReplayResult | None = None,
 ) -> ReplayResult:
     """Batches on ScoreBatchStream, as fast as the gateway reads them (its flow control sets the pace). Latency is
     measured per batch, from the moment its message was handed to gRPC to its answer."""
-    result = ReplayResult()
+    result = ReplayResult() if result is None else result
     sent_at: list[float] = []
 
     async def requests() -> AsyncIterator[gateway_pb2.ScoreBatchRequest]:

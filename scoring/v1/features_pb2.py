@@ -25,21 +25,21 @@ _sym_db = _symbol_database.Default()
 from scoring.v1 import types_pb2 as scoring_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19scoring/v1/features.proto\x12\nscoring.v1\x1a\x16scoring/v1/types.proto\"y\n\x0e\x46\x65\x61tureRequest\x12\x16\n\x0etransaction_id\x18\x01 \x03(\t\x12\x15\n\revent_time_us\x18\x02 \x03(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x03(\t\x12\x13\n\x0bterminal_id\x18\x04 \x03(\t\x12\x0e\n\x06\x61mount\x18\x05 \x03(\x01\"\x87\x01\n\x0f\x46\x65\x61tureResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0c\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x11\n\tsequences\x18\x04 \x01(\x0c\x12\x0f\n\x07seq_len\x18\x05 \x01(\x05\x12\x19\n\x11seq_feature_count\x18\x06 \x01(\x05\"5\n\nLabelBatch\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.scoring.v1.LabelReport\"-\n\x08LabelAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x0f\n\x07unknown\x18\x02 \x01(\x05\x32\x97\x01\n\x0e\x46\x65\x61tureService\x12G\n\x0cUpdateAndGet\x12\x1a.scoring.v1.FeatureRequest\x1a\x1b.scoring.v1.FeatureResponse\x12<\n\x0cReportLabels\x12\x16.scoring.v1.LabelBatch\x1a\x14.scoring.v1.LabelAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19scoring/v1/features.proto\x12\nscoring.v1\x1a\x16scoring/v1/types.proto\"\x8c\x01\n\x0e\x46\x65\x61tureRequest\x12\x16\n\x0etransaction_id\x18\x01 \x03(\t\x12\x15\n\revent_time_us\x18\x02 \x03(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x03(\t\x12\x13\n\x0bterminal_id\x18\x04 \x03(\t\x12\x0e\n\x06\x61mount\x18\x05 \x03(\x01\x12\x11\n\tfold_only\x18\x06 \x01(\x08\"\x87\x01\n\x0f\x46\x65\x61tureResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0c\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x11\n\tsequences\x18\x04 \x01(\x0c\x12\x0f\n\x07seq_len\x18\x05 \x01(\x05\x12\x19\n\x11seq_feature_count\x18\x06 \x01(\x05\"5\n\nLabelBatch\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.scoring.v1.LabelReport\"-\n\x08LabelAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x0f\n\x07unknown\x18\x02 \x01(\x05\x32\x97\x01\n\x0e\x46\x65\x61tureService\x12G\n\x0cUpdateAndGet\x12\x1a.scoring.v1.FeatureRequest\x1a\x1b.scoring.v1.FeatureResponse\x12<\n\x0cReportLabels\x12\x16.scoring.v1.LabelBatch\x1a\x14.scoring.v1.LabelAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scoring.v1.features_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FEATUREREQUEST']._serialized_start=65
-  _globals['_FEATUREREQUEST']._serialized_end=186
-  _globals['_FEATURERESPONSE']._serialized_start=189
-  _globals['_FEATURERESPONSE']._serialized_end=324
-  _globals['_LABELBATCH']._serialized_start=326
-  _globals['_LABELBATCH']._serialized_end=379
-  _globals['_LABELACK']._serialized_start=381
-  _globals['_LABELACK']._serialized_end=426
-  _globals['_FEATURESERVICE']._serialized_start=429
-  _globals['_FEATURESERVICE']._serialized_end=580
+  _globals['_FEATUREREQUEST']._serialized_start=66
+  _globals['_FEATUREREQUEST']._serialized_end=206
+  _globals['_FEATURERESPONSE']._serialized_start=209
+  _globals['_FEATURERESPONSE']._serialized_end=344
+  _globals['_LABELBATCH']._serialized_start=346
+  _globals['_LABELBATCH']._serialized_end=399
+  _globals['_LABELACK']._serialized_start=401
+  _globals['_LABELACK']._serialized_end=446
+  _globals['_FEATURESERVICE']._serialized_start=449
+  _globals['_FEATURESERVICE']._serialized_end=600
 # @@protoc_insertion_point(module_scope)

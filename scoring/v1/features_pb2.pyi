@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class FeatureRequest(_message.Message):
-    __slots__ = ("transaction_id", "event_time_us", "customer_id", "terminal_id", "amount")
+    __slots__ = ("transaction_id", "event_time_us", "customer_id", "terminal_id", "amount", "fold_only")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_US_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    FOLD_ONLY_FIELD_NUMBER: _ClassVar[int]
     transaction_id: _containers.RepeatedScalarFieldContainer[str]
     event_time_us: _containers.RepeatedScalarFieldContainer[int]
     customer_id: _containers.RepeatedScalarFieldContainer[str]
     terminal_id: _containers.RepeatedScalarFieldContainer[str]
     amount: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, transaction_id: _Optional[_Iterable[str]] = ..., event_time_us: _Optional[_Iterable[int]] = ..., customer_id: _Optional[_Iterable[str]] = ..., terminal_id: _Optional[_Iterable[str]] = ..., amount: _Optional[_Iterable[float]] = ...) -> None: ...
+    fold_only: bool
+    def __init__(self, transaction_id: _Optional[_Iterable[str]] = ..., event_time_us: _Optional[_Iterable[int]] = ..., customer_id: _Optional[_Iterable[str]] = ..., terminal_id: _Optional[_Iterable[str]] = ..., amount: _Optional[_Iterable[float]] = ..., fold_only: _Optional[bool] = ...) -> None: ...
 
 class FeatureResponse(_message.Message):
     __slots__ = ("rows", "features", "feature_names", "sequences", "seq_len", "seq_feature_count")

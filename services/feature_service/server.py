@@ -24,6 +24,9 @@ FOLD_LATENCY = Histogram(
 )
 FOLDED = Counter("scoring_features_events_total", "Events folded (or re-read, when sent again)")
 FOLD_ERRORS = Counter("scoring_features_errors_total", "Batches that Redis could not fold", ["kind"])
+REFOLDED = Counter(
+    "scoring_features_refolded_total", "Events re-sent by the gateway's fold backlog: folded now, or already", ["state"]
+)
 LABELS = Counter("scoring_features_labels_total", "Label reports, by outcome", ["outcome"])
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,15 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
         if n == 0:
             return features_pb2.FeatureResponse(rows=0, feature_names=F.FEATURE_NAMES)
         started = time.perf_counter()
+        if request.fold_only:
+            try:
+                folded = await self._to_completion(self.store.fold_missing(batch))
+            except StoreUnavailable as exc:
+                FOLD_ERRORS.labels("redis").inc()
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
+            REFOLDED.labels("folded").inc(folded)
+            REFOLDED.labels("already").inc(n - folded)
+            return features_pb2.FeatureResponse(rows=0, feature_names=F.FEATURE_NAMES)
         try:
             result = await self._to_completion(self.store.update_and_get(batch))
         except StoreUnavailable as exc:

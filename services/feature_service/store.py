@@ -128,6 +128,30 @@ class FeatureStore:
             sequences=F.derive_sequences(batch.event_time_us, seq_raw, seq_count),
         )
 
+    async def fold_missing(self, batch: EventBatch) -> int:
+        """Folds the events of `batch` that are not folded yet (2 round trips); returns how many were folded."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for txid in batch.transaction_id:
+                    pipe.exists(f"x:{txid}")
+                seen = await pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        missing = [i for i, known in enumerate(seen) if not known]
+        if not missing:
+            return 0
+        idx = np.asarray(missing)
+        await self.update_and_get(
+            EventBatch(
+                transaction_id=[batch.transaction_id[i] for i in missing],
+                event_time_us=batch.event_time_us[idx],
+                customer_id=[batch.customer_id[i] for i in missing],
+                terminal_id=[batch.terminal_id[i] for i in missing],
+                amount=batch.amount[idx],
+            )
+        )
+        return len(missing)
+
     async def report_labels(self, transaction_ids: list[str], fraud: list[bool]) -> tuple[int, int]:
         args: list[str | int] = [len(transaction_ids), self.state_ttl_s]
         for txid, is_fraud in zip(transaction_ids, fraud, strict=True):

@@ -8,8 +8,9 @@ service takes it. Bounded: past `max_events`, the oldest batches are dropped and
 Re-sends must not push an overloaded feature service over the edge: a stage that timed out is usually busy, and
 re-folding its batches at once doubles its work exactly then (a retry storm: timeouts breed re-sends that breed
 timeouts). So the backlog waits while the feature stage's breaker is open, merges queued batches into one call of
-up to `max_batch_events` (in their order), and after each call rests long enough that re-sends take at most `duty`
-of the time. A half-open circuit waits for one probe call; when no live batch comes to make it (traffic stopped
+up to `max_batch_events` (in their order; small, since live folds queue behind it), and after each call rests long
+enough that re-sends take at most `duty` of the time. The calls are fold-only: the feature service skips the events
+it has already folded (a timed-out batch usually did reach Redis) at the cost of a key lookup each. A half-open circuit waits for one probe call; when no live batch comes to make it (traffic stopped
 after an outage), the backlog sends its oldest batch as that probe, or it would wait for traffic forever.
 """
 
@@ -37,7 +38,7 @@ class FoldBacklog:
         max_events: int = 200_000,
         timeout_s: float = 2.0,
         retry_s: float = 0.2,
-        max_batch_events: int = 2048,
+        max_batch_events: int = 512,
         duty: float = 0.25,
     ) -> None:
         self.features = features
@@ -101,7 +102,7 @@ class FoldBacklog:
                 size += len(queued)
             started = time.monotonic()
             try:
-                await self.features.update_and_get(_merge(taken), self.timeout_s)
+                await self.features.refold(_merge(taken), self.timeout_s)
             except StageError as exc:
                 log.debug("backlog fold failed; will retry", extra={"reason": exc.reason})
                 if probe and self.breaker is not None:

@@ -126,6 +126,25 @@ class FeatureClient:
             raise StageError("features", "invalid", "non-finite features")
         return features, sequences
 
+    async def refold(self, batch: EventBatch, timeout_s: float) -> None:
+        """Folds the events of `batch` that the feature service has not folded yet; no features come back."""
+        request = features_pb2.FeatureRequest(
+            transaction_id=batch.transaction_id,
+            event_time_us=batch.event_time_us.tolist(),
+            customer_id=batch.customer_id,
+            terminal_id=batch.terminal_id,
+            amount=batch.amount.tolist(),
+            fold_only=True,
+        )
+        traced = _TracedCall("/scoring.v1.FeatureService/UpdateAndGet")
+        try:
+            await self.stub.UpdateAndGet(request, timeout=timeout_s, metadata=traced.metadata)
+        except grpc.aio.AioRpcError as exc:
+            traced.failed(exc)
+            raise _from_rpc_error("features", exc) from exc
+        finally:
+            traced.span.end()
+
     async def report_labels(self, labels: features_pb2.LabelBatch, timeout_s: float) -> features_pb2.LabelAck:
         traced = _TracedCall("/scoring.v1.FeatureService/ReportLabels")
         try:

@@ -18,7 +18,7 @@ class _Recording:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    async def update_and_get(self, batch: EventBatch, timeout_s: float) -> None:
+    async def refold(self, batch: EventBatch, timeout_s: float) -> None:
         self.calls.append(list(batch.transaction_id))
 
 
@@ -74,7 +74,7 @@ def test_nothing_is_resent_while_the_feature_stage_circuit_is_open() -> None:
 
 
 class _Failing(_Recording):
-    async def update_and_get(self, batch: EventBatch, timeout_s: float) -> None:
+    async def refold(self, batch: EventBatch, timeout_s: float) -> None:
         from services.gateway.stages import StageError
 
         self.calls.append(list(batch.transaction_id))

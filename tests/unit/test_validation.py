@@ -38,6 +38,9 @@ def test_valid_transaction_becomes_an_event_in_microseconds() -> None:
         ({"amount": math.nan}, "transaction.amount"),
         ({"amount": -math.inf}, "transaction.amount"),
         ({"amount": -1.0}, "transaction.amount"),
+        ({"amount": 1e308}, "transaction.amount"),
+        ({"amount": 1_000_000.01}, "transaction.amount"),
+        ({"seconds": 946_684_799}, "transaction.timestamp"),
         ({"seconds": None}, "transaction.timestamp"),
         ({"seconds": -10}, "transaction.timestamp"),
         ({"seconds": int(NOW) + 86_401}, "transaction.timestamp"),
@@ -57,3 +60,44 @@ def test_prefix_names_the_position_in_a_batch() -> None:
     with pytest.raises(FieldError) as caught:
         validate(make(amount=-1.0), prefix="transactions[3]", now_s=NOW)
     assert caught.value.field == "transactions[3].amount"
+
+
+def test_negative_zero_and_the_bounds_themselves_are_accepted_as_one_value() -> None:
+    event = validate(make(amount=-0.0), now_s=NOW)
+    assert event.amount == 0.0 and str(event.amount) == "0.0"
+    validate(make(amount=1_000_000.0, seconds=946_684_800), now_s=NOW)
+
+
+def test_limits_are_configurable() -> None:
+    from services.gateway.validation import Limits
+
+    with pytest.raises(FieldError, match="GATEWAY_MAX_AMOUNT"):
+        validate(make(amount=101.0), now_s=NOW, limits=Limits(max_amount=100.0))
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "abc", "nan", "inf", "", "1001"])
+def test_a_malformed_or_excessive_budget_request_names_the_key(value: str) -> None:
+    from services.gateway.server import BUDGET_KEY, requested_budget_s
+
+    with pytest.raises(FieldError) as caught:
+        requested_budget_s([(BUDGET_KEY, value)], 0.010, 1.0)
+    assert caught.value.field == "x-scoring-budget-ms"
+
+
+def test_the_budget_is_the_one_asked_for_else_the_default() -> None:
+    from services.gateway.server import BUDGET_KEY, requested_budget_s
+
+    assert requested_budget_s([("other", "5"), (BUDGET_KEY, "200")], 0.010, 1.0) == pytest.approx(0.2)
+    assert requested_budget_s([(BUDGET_KEY, b"2.5")], 0.010, 1.0) == pytest.approx(0.0025)
+    assert requested_budget_s(None, 0.010, 1.0) == 0.010
+
+
+def test_a_client_deadline_shorter_than_the_budget_wins_and_a_longer_one_does_not() -> None:
+    import time
+
+    from services.gateway.server import event_deadline
+
+    now = time.monotonic()
+    assert event_deadline(0.010, 2.0) - now == pytest.approx(0.010, abs=0.005)
+    assert event_deadline(0.010, 0.004) - now == pytest.approx(0.004, abs=0.003)
+    assert event_deadline(0.010, None) - now == pytest.approx(0.010, abs=0.005)
