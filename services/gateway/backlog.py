@@ -10,7 +10,8 @@ re-folding its batches at once doubles its work exactly then (a retry storm: tim
 timeouts). So the backlog waits while the feature stage's breaker is open, merges queued batches into one call of
 up to `max_batch_events` (in their order; small, since live folds queue behind it), and after each call rests long
 enough that re-sends take at most `duty` of the time. The calls are fold-only: the feature service skips the events
-it has already folded (a timed-out batch usually did reach Redis) at the cost of a key lookup each. A half-open circuit waits for one probe call; when no live batch comes to make it (traffic stopped
+it has already folded (a timed-out batch usually did reach Redis) at the cost of a key lookup each. A half-open
+circuit waits for one probe call; when no live batch comes to make it (traffic stopped
 after an outage), the backlog sends its oldest batch as that probe, or it would wait for traffic forever.
 """
 
