@@ -1238,8 +1238,9 @@ def format_ceilings(ceilings: dict[str, Any]) -> str:
     if warm:
         lines.append(f"Feature fold (UpdateAndGet, batches of {warm['batch']}, the warm-up): "
                      f"{warm['events_per_s']:,.0f} events/s")
-    tri = ceilings.get("triton")
-    if tri:
+    for tri in (ceilings.get("triton"), ceilings.get("triton_scheduled")):
+        if not tri:
+            continue
         parts = []
         for key, v in tri.items():
             if key.startswith("batch_"):
@@ -1495,6 +1496,12 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             if warm.features is not None and warm.sequences is not None:
                 ceilings["triton"] = await triton_ceiling(stack.triton_address, "fraud_ensemble", warm.features,
                                                           warm.sequences)
+                # A/B: the local target's fused fraud_ensemble against the scheduled graph of the same models.
+                try:
+                    ceilings["triton_scheduled"] = await triton_ceiling(
+                        stack.triton_address, "fraud_ensemble_scheduled", warm.features, warm.sequences)
+                except Exception as exc:  # an older repository without it: say so, measure the rest
+                    print(f"  fraud_ensemble_scheduled not measured: {exc}", flush=True)
             print(format_ceilings(ceilings), flush=True)
         if config.standard:
             # (1) One event at a time through every stage: the filter passes everything for this step.

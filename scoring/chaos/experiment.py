@@ -122,7 +122,6 @@ def build_report(fault: Fault, target_name: str, rate: float, ledger: Ledger, fa
     during: Counter[str] = Counter()
     unexpected: Counter[str] = Counter()
     unexpected_errors: Counter[str] = Counter()
-    allowed = fault.reasons
     last_not_full = -math.inf
     last_due = -math.inf
     for i in range(n):
@@ -151,7 +150,7 @@ def build_report(fault: Fault, target_name: str, rate: float, ledger: Ledger, fa
             if phase == "during":
                 during[reason] += 1
             # A reason may join several ("features_timeout,filter_timeout"): each part must fit the fault.
-            if phase != "before" and any(part not in allowed for part in reason.split(",")):
+            if phase != "before" and not fault.degraded_expected(reason):
                 unexpected[reason] += 1
     for phase in PHASES:
         p50, p99, peak = _percentiles(latency[phase])

@@ -85,6 +85,14 @@ class Fault:
                     and all(p == "budget_exhausted" or p.endswith("_timeout") for p in parts))
         return self.kind != "client-drop" and first in self.reasons
 
+    def degraded_expected(self, reason: str) -> bool:
+        """Whether a degraded answer's reason fits this fault. A plain reason names stages' failures joined by ","
+        (each must be the faulted stage's); an answer of the gateway's last resort names the chain of failures that
+        led to it ("filter_timeout+budget_exhausted+last_resort"), which must fit as an error would have."""
+        if reason.endswith("+last_resort"):
+            return self.error_expected(reason.removesuffix("+last_resort"))
+        return all(part in self.reasons for part in reason.split(","))
+
     @property
     def primary(self) -> str | None:
         """A reason that must be seen during this fault (None: no degradation is expected)."""

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 ENSEMBLE_MODEL = "fraud_ensemble"
+# On the local target `fraud_ensemble` is the fused Python model; the scheduled graph stays beside it under this
+# name, so that `make bench` measures the one against the other in the same run.
+SCHEDULED_ENSEMBLE_MODEL = "fraud_ensemble_scheduled"
 GBT_MODEL = "fraud_gbt"
 SEQ_MODEL = "fraud_seq"
 COMBINER_MODEL = "fraud_combiner"
@@ -49,6 +52,7 @@ TARGETS = ("local", "container")
 _MODEL_FILES = Path(__file__).resolve().parent / "triton_models"
 ONNX_RUNNER_SOURCE = _MODEL_FILES / "onnx_runner.py"
 COMBINER_SOURCE = _MODEL_FILES / "combiner.py"
+FUSED_SOURCE = _MODEL_FILES / "fused_ensemble.py"
 
 # What the exporters produce: onnxmltools' XGBoost converter names the class-probability output
 # `probabilities` ([N, 2]); the sequence model (PyTorch LSTM export, services/ensemble/train.py) takes
@@ -152,7 +156,8 @@ def _model_config(
 
 
 def _ensemble_config(
-    *, max_batch_size: int, version: int, n_features: int, seq_len: int, seq_features: int
+    *, max_batch_size: int, version: int, n_features: int, seq_len: int, seq_features: int,
+    name: str = ENSEMBLE_MODEL,
 ) -> str:
     def step(model: str, inputs: Sequence[str], outputs: Sequence[str]) -> str:
         # Step-local and ensemble tensor names are identical on purpose: one name per tensor end to end.
@@ -168,7 +173,7 @@ def _ensemble_config(
             step(COMBINER_MODEL, [P_GBT_OUTPUT, P_SEQ_OUTPUT], [SCORE_OUTPUT]),
         ]
     )
-    text = f'name: {_quote(ENSEMBLE_MODEL)}\nplatform: "ensemble"\nmax_batch_size: {max_batch_size}\n'
+    text = f'name: {_quote(name)}\nplatform: "ensemble"\nmax_batch_size: {max_batch_size}\n'
     text += _tensors(
         "input", [_Tensor(FEATURES_INPUT, (n_features,)), _Tensor(SEQUENCE_INPUT, (seq_len, seq_features))]
     )
@@ -176,6 +181,52 @@ def _ensemble_config(
     text += f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n"
     text += _parameters({"version": str(version)})
     return text
+
+
+def _write_fused(
+    out_dir: Path,
+    gbt_onnx: Path,
+    seq_onnx: Path,
+    gbt: OnnxBinding,
+    seq: OnnxBinding,
+    weights: tuple[float, float],
+    version: int,
+    features_dims: tuple[int, ...],
+    sequence_dims: tuple[int, ...],
+    common: dict[str, Any],
+) -> None:
+    """`fraud_ensemble` as one Python-backend step: the same ONNX files, inputs, outputs and blend."""
+    version_dir = out_dir / ENSEMBLE_MODEL / str(version)
+    version_dir.mkdir(parents=True)
+    shutil.copyfile(gbt_onnx, version_dir / "gbt.onnx")
+    shutil.copyfile(seq_onnx, version_dir / "seq.onnx")
+    shutil.copyfile(FUSED_SOURCE, version_dir / "model.py")
+    (gbt_input,) = [onnx for triton, onnx in gbt.inputs if triton == FEATURES_INPUT]
+    params = {
+        "version": str(version),
+        "gbt_file": "gbt.onnx",
+        "seq_file": "seq.onnx",
+        "gbt_input": gbt_input,
+        "gbt_output": gbt.onnx_output,
+        "gbt_column": str(gbt.column if gbt.column is not None else 0),
+        "seq_inputs": json.dumps(dict(seq.inputs)),
+        "seq_output": seq.onnx_output,
+        "w_gbt": repr(float(weights[0])),
+        "w_seq": repr(float(weights[1])),
+    }
+    (out_dir / ENSEMBLE_MODEL / "config.pbtxt").write_text(
+        _model_config(
+            name=ENSEMBLE_MODEL,
+            backend="python",
+            platform=None,
+            inputs=[_Tensor(FEATURES_INPUT, features_dims), _Tensor(SEQUENCE_INPUT, sequence_dims)],
+            outputs=[_Tensor(n, (1,)) for n in (SCORE_OUTPUT, P_GBT_OUTPUT, P_SEQ_OUTPUT)],
+            instance_kind="KIND_CPU",
+            instance_count=1,
+            params=params,
+            **common,
+        )
+    )
 
 
 def _check_static_dims(what: str, shape: Sequence[object], expected: Sequence[int]) -> None:
@@ -346,8 +397,13 @@ def write_repository(
     max_queue_delay_us: int = 200,
     default_timeout_us: int = 50_000,
     queue_policy: bool = True,
+    fused: bool | None = None,
 ) -> Path:
-    """Write the four-model repository into `out_dir` and return `out_dir`.
+    """Write the model repository into `out_dir` and return `out_dir`.
+
+    `fused` (default: on the local target) makes `fraud_ensemble` one Python-backend model that runs both ONNX
+    files and the blend in one step (`triton_models/fused_ensemble.py`), and writes the scheduled graph beside it
+    as `fraud_ensemble_scheduled`; otherwise `fraud_ensemble` is the scheduled graph.
 
     The four model folders are replaced wholesale (other entries of `out_dir` are left alone) so a rewrite
     with another `version` never leaves a stale version folder that Triton's "latest" policy would pick.
@@ -382,7 +438,11 @@ def write_repository(
     seq_binding = inspect_seq(Path(seq_onnx), n_features, seq_len, seq_features)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for model in (GBT_MODEL, SEQ_MODEL, COMBINER_MODEL, ENSEMBLE_MODEL):
+    if fused is None:
+        fused = target == "local"
+    if fused and target != "local":
+        raise ValueError("fused=True is for the local target: the container target schedules the onnxruntime backend")
+    for model in (GBT_MODEL, SEQ_MODEL, COMBINER_MODEL, ENSEMBLE_MODEL, SCHEDULED_ENSEMBLE_MODEL):
         shutil.rmtree(out_dir / model, ignore_errors=True)
 
     common: dict[str, Any] = {
@@ -459,14 +519,19 @@ def write_repository(
     )
 
     # Triton only loads an ensemble that has a (possibly empty) version folder.
-    (out_dir / ENSEMBLE_MODEL / str(version)).mkdir(parents=True)
-    (out_dir / ENSEMBLE_MODEL / "config.pbtxt").write_text(
+    scheduled = SCHEDULED_ENSEMBLE_MODEL if fused else ENSEMBLE_MODEL
+    (out_dir / scheduled / str(version)).mkdir(parents=True)
+    (out_dir / scheduled / "config.pbtxt").write_text(
         _ensemble_config(
             max_batch_size=max_batch_size,
             version=version,
             n_features=n_features,
             seq_len=seq_len,
             seq_features=seq_features,
+            name=scheduled,
         )
     )
+    if fused:
+        _write_fused(out_dir, gbt_onnx, seq_onnx, gbt_binding, seq_binding, (w_gbt, w_seq), version,
+                     (n_features,), (seq_len, seq_features), common)
     return out_dir

@@ -21,6 +21,8 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient
 from services.gateway.validation import Limits
 
+ADMISSION_REFERENCE_BUDGET_MS = 10.0
+
 
 async def main() -> None:
     settings = GatewaySettings()
@@ -48,10 +50,14 @@ async def main() -> None:
         # Loaded before the server starts: a gateway without its last resort would answer errors under load.
         last_resort=LastResort(settings.fallback_model_dir),
     )
+    # The event counts are stated for a 10 ms budget and scale with it (Little's law: at the same service rate, a
+    # budget k times longer holds k times more events in time), within the hard maximum.
+    scale = max(1.0, settings.budget_ms / ADMISSION_REFERENCE_BUDGET_MS)
+    maximum = settings.admission_max_events
     admission = AdmissionLimit(
-        initial=settings.admission_initial_events,
-        minimum=settings.admission_min_events,
-        maximum=settings.admission_max_events,
+        initial=min(maximum, round(settings.admission_initial_events * scale)),
+        minimum=min(maximum, round(settings.admission_min_events * scale)),
+        maximum=maximum,
         latency_fraction=settings.admission_latency_fraction,
         increase=settings.admission_increase,
         decrease=settings.admission_decrease,

@@ -8,9 +8,11 @@ yet started) and a unary call is refused at once with RESOURCE_EXHAUSTED.
 The rule is additive increase, multiplicative decrease on measured lateness, as TCP Reno does on packet loss and
 Netflix's concurrency-limits AIMD limiter on latency:
 
-- a micro-batch is *late* when one of its events was answered after `latency_fraction` of its own budget, or a
-  stage was cut off for lack of time (`*_timeout`, `budget_exhausted`); a late batch cuts the limit by
-  `decrease`, at most once per round: batches admitted before the last cut say nothing about the new limit;
+- a micro-batch is *late* when one of its events was answered after `latency_fraction` of its own budget, or found
+  no budget left for a stage (`budget_exhausted`: it waited too long); a late batch cuts the limit by `decrease`,
+  at most once per round: batches admitted before the last cut say nothing about the new limit. A stage's own
+  timeout is not a signal by itself: a hung stage is its breaker's business, and holding fewer events while it
+  hangs would only slow the answers the other stages still give in time;
 - each event answered in time, while the limit was at least half used, grows the limit by `increase / limit`
   (about `increase` events per limit's worth of answers: a round lasts a few milliseconds, so the limit climbs
   from its floor to thousands in seconds, and stays where it is when the gateway is not busy).

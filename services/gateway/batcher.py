@@ -195,19 +195,17 @@ def _count(outcome: BatchOutcome, live: list[_Pending]) -> None:
         M.DEGRADED.labels(reason).inc(n)
 
 
-def _late_reason(reason: str) -> bool:
-    return "timeout" in reason or "exhausted" in reason
-
-
 def _observe(admission: AdmissionLimit, outcome: BatchOutcome, live: list[_Pending]) -> None:
-    """Was this batch answered in time? A stage cut off for lack of time, or an answer past the admission's share
-    of its budget, says the gateway holds more than it can serve in time."""
+    """Was this batch answered in time? An answer past the admission's share of its budget, or an event that found
+    no budget left for a stage (it waited too long to be served), says the gateway holds more than it can serve
+    in time. A stage's own timeout does not by itself: a hung stage is the breaker's business, and holding fewer
+    events while it hangs would only slow the answers that the other stages still give in time."""
     now = time.monotonic()
     admitted_at = min(p.deadline - p.budget for p in live)
     late = any(admission.is_late(now - (p.deadline - p.budget), p.budget) for p in live)
     if not late:
-        late = any(_late_reason(r) for r in set(outcome.degraded_reason)) or any(
-            _late_reason(e) for e in set(outcome.error)
+        late = any("budget_exhausted" in r for r in set(outcome.degraded_reason)) or any(
+            "budget_exhausted" in e for e in set(outcome.error)
         )
     admission.observe(admitted_at=admitted_at, late=late, events=len(live))
 

@@ -249,6 +249,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         links = tracing.stream_links()
         room = asyncio.Condition()
         inflight = 0
+        # The events of one stream are admitted in the order they were sent (asyncio.Lock is FIFO): a later message
+        # must not overtake an earlier one that waits for room, or a customer's later event would be folded first.
+        in_order = asyncio.Lock()
 
         async def read() -> None:
             nonlocal inflight
@@ -259,7 +262,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                         while inflight and inflight + n > self.max_inflight_per_stream:
                             await room.wait()
                         inflight += n
-                    task = asyncio.create_task(self._score_batch(request, links, budget_s, context))
+                    task = asyncio.create_task(self._score_batch(request, links, budget_s, context, in_order))
                     pending.put_nowait((task, n))
             finally:
                 pending.put_nowait(None)
@@ -286,6 +289,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         links: Sequence[Link],
         budget_s: float,
         context: grpc.aio.ServicerContext,
+        in_order: asyncio.Lock,
     ) -> gateway_pb2.ScoreBatchResponse:
         n = len(request.transactions)
         if n == 0:
@@ -300,6 +304,23 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     for tx in request.transactions
                 ]
             )
+        async with in_order:
+            slots = await self._admit_batch(request, links, budget_s, context)
+        responses = []
+        for tx, slot in zip(request.transactions, slots, strict=True):
+            if isinstance(slot, asyncio.Future):
+                responses.append(_response(tx.transaction_id, await slot))
+            else:
+                responses.append(slot)
+        return gateway_pb2.ScoreBatchResponse(responses=responses)
+
+    async def _admit_batch(
+        self,
+        request: gateway_pb2.ScoreBatchRequest,
+        links: Sequence[Link],
+        budget_s: float,
+        context: grpc.aio.ServicerContext,
+    ) -> list[types_pb2.ScoreResponse | asyncio.Future[Outcome]]:
         admission = self.admission
         slots: list[types_pb2.ScoreResponse | asyncio.Future[Outcome]] = []
         for i, tx in enumerate(request.transactions):
@@ -324,13 +345,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 continue
             future.add_done_callback(self._answered)
             slots.append(future)
-        responses = []
-        for tx, slot in zip(request.transactions, slots, strict=True):
-            if isinstance(slot, asyncio.Future):
-                responses.append(_response(tx.transaction_id, await slot))
-            else:
-                responses.append(slot)
-        return gateway_pb2.ScoreBatchResponse(responses=responses)
+        return slots
 
     @telemetry.traced_unary("/scoring.v1.Gateway/ReportLabels")
     async def ReportLabels(

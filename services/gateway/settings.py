@@ -27,7 +27,8 @@ class GatewaySettings(ServiceSettings):
     fallback_model_dir: Path = Path("artifacts/models/filter")
     # Plausible ranges of the numeric fields (beyond them INVALID_ARGUMENT naming the field).
     max_amount: float = 1_000_000.0
-    min_event_time_s: int = 946_684_800
+    # 0: 1970-01-01. History is normal use (market data goes back decades); a deployment may raise it.
+    min_event_time_s: int = 0
     # Share of the budget each stage may take at most (the rest is the gateway's own time). The cheap stages
     # first: without features and a filter score an event gets no answer at all, while a late ensemble still
     # leaves the filter's; measured here (budget report), features take ~3.5 ms and the filter ~3 ms at p50.
@@ -58,7 +59,8 @@ class GatewaySettings(ServiceSettings):
     max_inflight_per_stream: int = 2048
     # Admission: an adaptive limit on events inside the gateway (admitted, not yet answered), cut when answers come
     # later than latency_fraction of their budget or a stage ran out of time, grown while in time and in use.
-    # Past it streams are not read (flow control) and unary calls get RESOURCE_EXHAUSTED at once.
+    # Past it streams are not read (flow control) and unary calls get RESOURCE_EXHAUSTED at once. The initial and
+    # minimum counts are for a 10 ms budget and scale with budget_ms (Little's law), within admission_max_events.
     admission_initial_events: int = 64
     admission_min_events: int = 8
     admission_max_events: int = 4096

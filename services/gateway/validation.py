@@ -23,8 +23,8 @@ class Limits:
 
     # The simulated data's largest amount is about 2,000; real card payments above a million are not scored here.
     max_amount: float = 1_000_000.0
-    # 2000-01-01: older event times are typing errors, not history (a replay of years is fine).
-    min_event_time_s: int = 946_684_800
+    # 1970-01-01: replaying history is normal use (market data goes back decades); a deployment may raise it.
+    min_event_time_s: int = 0
     max_future_s: int = MAX_FUTURE_S
 
 

@@ -1,9 +1,11 @@
-"""A client streaming as fast as it can, on the default 10 ms budget: admission keeps what the gateway accepts
-servable in time, so every event is answered exactly once, none with an error, nearly all by every stage, while
-labels reported meanwhile are all recorded and the gateway's memory stays bounded.
+"""A client streaming as fast as it can: admission keeps what the gateway accepts servable in time, so every event
+is answered exactly once, none with an error, nearly all by every stage, while labels reported meanwhile are all
+recorded and the gateway's memory stays bounded.
 
-The share of full answers is printed, not only asserted at its floor: the benchmark's target for it is 99%, this
-test's floor is 95% (a shared 2-core machine running every process of the stack and the client).
+The budget here is 20 ms, not the default 10: on this 2-core machine one event through every stage already takes
+p99 ~10-13 ms at 100 events/s (docs/benchmarks.md), so at 10 ms the share of full answers measures the machine's
+floor, not admission. `make bench` runs the same replay at the default budget and prints its figures. The share of
+full answers is printed, not only asserted at this test's floor of 95% (the benchmark's target is 99%).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from scoring.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 pytestmark = pytest.mark.integration
 
 EVENTS = 50_000
+BUDGET_MS = 20
 MIN_FULL_SHARE = 0.95
 
 
@@ -30,8 +33,9 @@ MIN_FULL_SHARE = 0.95
 async def saturated(artifacts, tmp_path_factory) -> AsyncIterator[object]:
     from scoring.launcher import Ports, Stack, StackConfig
 
-    # The defaults as a user gets them: 10 ms budget, the trained threshold, adaptive admission.
-    config = StackConfig(artifacts=artifacts, ports=Ports.free(), log_dir=tmp_path_factory.mktemp("saturated-logs"))
+    # The defaults as a user gets them (trained threshold, adaptive admission) but for the budget (see above).
+    config = StackConfig(artifacts=artifacts, ports=Ports.free(), env={"GATEWAY_BUDGET_MS": str(BUDGET_MS)},
+                         log_dir=tmp_path_factory.mktemp("saturated-logs"))
     async with Stack(config) as running:
         yield running
 

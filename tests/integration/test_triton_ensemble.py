@@ -35,6 +35,7 @@ from services.ensemble.repository import (
     COMBINER_MODEL,
     ENSEMBLE_MODEL,
     GBT_MODEL,
+    SCHEDULED_ENSEMBLE_MODEL,
     SEQ_MODEL,
     OnnxBinding,
     adapt_onnx,
@@ -191,10 +192,10 @@ def test_repository_configs_parse(onnx_models: OnnxModels, tmp_path: Path, targe
         target=target,
         gpu=target == "container",
     )
-    configs = {
-        m: _parse_config(repo / m / "config.pbtxt")
-        for m in (GBT_MODEL, SEQ_MODEL, COMBINER_MODEL, ENSEMBLE_MODEL)
-    }
+    # On the local target fraud_ensemble is one fused Python step and the scheduled graph sits beside it.
+    scheduled = SCHEDULED_ENSEMBLE_MODEL if target == "local" else ENSEMBLE_MODEL
+    models = (GBT_MODEL, SEQ_MODEL, COMBINER_MODEL, ENSEMBLE_MODEL) + ((scheduled,) if target == "local" else ())
+    configs = {m: _parse_config(repo / m / "config.pbtxt") for m in models}
     for name, config in configs.items():
         assert config.name == name
         assert config.max_batch_size == 4096
@@ -211,10 +212,11 @@ def test_repository_configs_parse(onnx_models: OnnxModels, tmp_path: Path, targe
         [("P_SEQ", [1])],
     )
     assert io[COMBINER_MODEL] == ([("P_GBT", [1]), ("P_SEQ", [1])], [("SCORE", [1])])
-    assert io[ENSEMBLE_MODEL] == (
-        [("FEATURES", [N_FEATURES]), ("SEQUENCE", [SEQ_LEN, SEQ_FEATURES])],
-        [("SCORE", [1]), ("P_GBT", [1]), ("P_SEQ", [1])],
-    )
+    for name in {ENSEMBLE_MODEL, scheduled}:
+        assert io[name] == (
+            [("FEATURES", [N_FEATURES]), ("SEQUENCE", [SEQ_LEN, SEQ_FEATURES])],
+            [("SCORE", [1]), ("P_GBT", [1]), ("P_SEQ", [1])],
+        )
     for name in (GBT_MODEL, SEQ_MODEL, COMBINER_MODEL):
         for t in (*configs[name].input, *configs[name].output):
             assert t.data_type == model_config_pb2.TYPE_FP32
@@ -225,7 +227,7 @@ def test_repository_configs_parse(onnx_models: OnnxModels, tmp_path: Path, targe
         assert policy.default_timeout_microseconds == 50_000
         assert policy.allow_timeout_override
 
-    ensemble = configs[ENSEMBLE_MODEL]
+    ensemble = configs[scheduled]
     assert ensemble.platform == "ensemble"
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [GBT_MODEL, SEQ_MODEL, COMBINER_MODEL]
     assert all(s.model_version == VERSION for s in ensemble.ensemble_scheduling.step)
@@ -240,6 +242,15 @@ def test_repository_configs_parse(onnx_models: OnnxModels, tmp_path: Path, targe
     assert float(combiner.parameters["w_seq"].string_value) == WEIGHTS[1]
 
     if target == "local":
+        fused = configs[ENSEMBLE_MODEL]
+        assert (fused.backend, fused.platform) == ("python", "")
+        for name in ("model.py", "gbt.onnx", "seq.onnx"):
+            assert (repo / ENSEMBLE_MODEL / str(VERSION) / name).is_file()
+        assert float(fused.parameters["w_gbt"].string_value) == WEIGHTS[0]
+        assert float(fused.parameters["w_seq"].string_value) == WEIGHTS[1]
+        assert fused.parameters["gbt_column"].string_value == "1"
+        assert json.loads(fused.parameters["seq_inputs"].string_value) == {"FEATURES": "features",
+                                                                          "SEQUENCE": "sequence"}
         for name in (GBT_MODEL, SEQ_MODEL):
             config = configs[name]
             assert config.backend == "python"
@@ -491,18 +502,20 @@ def _outputs(result: grpcclient.InferResult) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("model", [ENSEMBLE_MODEL, SCHEDULED_ENSEMBLE_MODEL])
 async def test_ensemble_batch_of_64_matches_onnxruntime(
-    triton_server: Server, client: grpcclient.InferenceServerClient
+    triton_server: Server, client: grpcclient.InferenceServerClient, model: str
 ) -> None:
+    """The fused local fraud_ensemble and the scheduled graph beside it answer the same as ONNX Runtime."""
     features, sequence = _rows(np.random.default_rng(2), 64)
     score, p_gbt, p_seq = _reference(triton_server.models, features, sequence)
-    result = await client.infer(ENSEMBLE_MODEL, _inputs(features, sequence), client_timeout=30)
+    result = await client.infer(model, _inputs(features, sequence), client_timeout=30)
     out = _outputs(result)
     for name, expected in (("SCORE", score), ("P_GBT", p_gbt), ("P_SEQ", p_seq)):
         assert out[name].shape == (64, 1) and out[name].dtype == np.float32
         np.testing.assert_allclose(out[name][:, 0], expected, atol=1e-5, err_msg=name)
     response = result.get_response()
-    assert response.model_name == ENSEMBLE_MODEL
+    assert response.model_name == model
     assert response.model_version == str(VERSION)
     # The signal is real: the blended score is not a constant.
     assert float(np.std(out["SCORE"])) > 0.05
