@@ -4,8 +4,9 @@ Place in the graph: the gateway's last stage calls `fraud_ensemble` (FEATURES, S
 On the container target that name is an `ensemble_scheduling` graph over the onnxruntime backend (fraud_gbt,
 fraud_seq, fraud_combiner). The local pytriton binary has no onnxruntime backend, so each of those steps would be a
 Python-backend model, and every step costs a round trip between Triton and a stub process (shared memory, a
-message queue and a wake-up): measured here, the three-step graph took ~2.5x the time of its two ONNX runs. This
-model keeps the contract (name, inputs, outputs, the blend's weights from the config) and pays that cost once.
+message queue and a wake-up). Measured here (tritonclient, one call in flight, 16 rows): the scheduled graph p50
+2.2 / p99 2.9 ms, this model p50 1.5 / p99 2.0 ms. It keeps the contract (name, inputs, outputs, the blend's
+weights from the config) and pays that round trip once.
 
 Config `parameters`: `gbt_file` / `seq_file` (ONNX files in the version folder), `gbt_output` / `gbt_column`
 (XGBoost's `probabilities` [N, 2], class-1 column), `seq_output`, `seq_inputs` (JSON: Triton input -> ONNX input
