@@ -7,7 +7,9 @@ round trip whatever its size; they return raw aggregates that `scoring.features`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from scoring import features as F
 
 _HERE = Path(__file__).resolve().parent
 _tracer = trace.get_tracer("scoring.feature_service.store")
+# Events of a re-fold folded per script call (a live fold waits for at most one such call).
+REFOLD_CHUNK_EVENTS = 32
 ROW_LEN = 4 * F.N_WINDOWS + 1 + F.SEQ_RAW_FIELDS * (F.SEQ_LEN + 1)
 
 
@@ -71,6 +75,10 @@ class FeatureStore:
         )
         self.state_ttl_s = state_ttl_s
         self._in_order = asyncio.Lock()
+        # Live folds waiting for the lock or folding: re-folds (the gateway's backlog) yield to them, in chunks.
+        self._live = 0
+        self._no_live = asyncio.Event()
+        self._no_live.set()
         self._fold = self.redis.register_script((_HERE / "fold.lua").read_text())
         self._labels = self.labels_redis.register_script((_HERE / "labels.lua").read_text())
         self._fold_header = [
@@ -91,7 +99,27 @@ class FeatureStore:
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
-    async def update_and_get(self, batch: EventBatch) -> FeatureBatch:
+    @contextlib.asynccontextmanager
+    async def _turn(self, live: bool) -> AsyncIterator[None]:
+        """The fold lock; a re-fold first waits until no live fold is waiting for it."""
+        if live:
+            self._live += 1
+            self._no_live.clear()
+        else:
+            await self._no_live.wait()
+        try:
+            await self._in_order.acquire()
+        finally:
+            if live:
+                self._live -= 1
+                if not self._live:
+                    self._no_live.set()
+        try:
+            yield
+        finally:
+            self._in_order.release()
+
+    async def update_and_get(self, batch: EventBatch, *, live: bool = True) -> FeatureBatch:
         n = len(batch)
         args: list[str | int] = [n, *self._fold_header]
         for i in range(n):
@@ -111,7 +139,7 @@ class FeatureStore:
                 # One fold at a time, in arrival order (asyncio.Lock is FIFO): with folds in flight on several
                 # connections, a customer's later event could reach Redis first and its recent-event sequence
                 # would miss the earlier one. Redis runs scripts one at a time anyway; only the round trip is lost.
-                async with self._in_order:
+                async with self._turn(live):
                     if span.is_recording():
                         span.set_attributes({"db.system": "redis", "db.operation": "EVALSHA", "scoring.batch_size": n})
                         span.add_event("lock acquired")
@@ -138,18 +166,20 @@ class FeatureStore:
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
         missing = [i for i, known in enumerate(seen) if not known]
-        if not missing:
-            return 0
-        idx = np.asarray(missing)
-        await self.update_and_get(
-            EventBatch(
-                transaction_id=[batch.transaction_id[i] for i in missing],
-                event_time_us=batch.event_time_us[idx],
-                customer_id=[batch.customer_id[i] for i in missing],
-                terminal_id=[batch.terminal_id[i] for i in missing],
-                amount=batch.amount[idx],
+        # In small chunks, each after the live folds waiting: a re-fold must not make live events late.
+        for start in range(0, len(missing), REFOLD_CHUNK_EVENTS):
+            chunk = missing[start : start + REFOLD_CHUNK_EVENTS]
+            idx = np.asarray(chunk)
+            await self.update_and_get(
+                EventBatch(
+                    transaction_id=[batch.transaction_id[i] for i in chunk],
+                    event_time_us=batch.event_time_us[idx],
+                    customer_id=[batch.customer_id[i] for i in chunk],
+                    terminal_id=[batch.terminal_id[i] for i in chunk],
+                    amount=batch.amount[idx],
+                ),
+                live=False,
             )
-        )
         return len(missing)
 
     async def report_labels(self, transaction_ids: list[str], fraud: list[bool]) -> tuple[int, int]:

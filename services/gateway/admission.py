@@ -8,12 +8,16 @@ yet started) and a unary call is refused at once with RESOURCE_EXHAUSTED.
 The rule is additive increase, multiplicative decrease on measured lateness, as TCP Reno does on packet loss and
 Netflix's concurrency-limits AIMD limiter on latency:
 
-- a micro-batch is *late* when one of its events was answered after `latency_fraction` of its own budget, or found
-  no budget left for a stage (`budget_exhausted`: it waited too long); a late batch cuts the limit by `decrease`,
-  at most once per round: batches admitted before the last cut say nothing about the new limit. A stage's own
-  timeout is not a signal by itself: a hung stage is its breaker's business, and holding fewer events while it
-  hangs would only slow the answers the other stages still give in time;
-- each event answered in time, while the limit was at least half used, grows the limit by `increase / limit`
+- a micro-batch is *late* when one of its events was answered after `latency_fraction` of its own budget, or a
+  stage was cut off for lack of time (`*_timeout`, `budget_exhausted`); a late batch cuts the limit by
+  `decrease`, at most once per round: batches admitted before the last cut say nothing about the new limit;
+- the floor and the start are given for a 10 ms budget and scaled with the gateway's budget by its caller
+  (Little's law: at the same service rate, k times the budget holds k times the events in time). A hung stage
+  times out too, so the limit falls to its floor until the stage's breaker opens; a floor scaled with the budget
+  keeps enough events coming meanwhile (without it, a feature service stopped for a 1 s budget's share left a
+  200 events/s stream waiting in the client: p99 1.5 s from the due time);
+- each event of a batch answered in full (every stage in time; not while a stage is skipped, whose absence makes
+  answers quick), while the limit was at least half used, grows the limit by `increase / limit`
   (about `increase` events per limit's worth of answers: a round lasts a few milliseconds, so the limit climbs
   from its floor to thousands in seconds, and stays where it is when the gateway is not busy).
 
@@ -121,15 +125,16 @@ class AdmissionLimit:
     def is_late(self, latency_s: float, budget_s: float) -> bool:
         return latency_s > self.latency_fraction * budget_s
 
-    def observe(self, *, admitted_at: float, late: bool, events: int) -> None:
-        """One answered micro-batch: `admitted_at` is when its earliest event was admitted."""
+    def observe(self, *, admitted_at: float, late: bool, events: int, full: bool = True) -> None:
+        """One answered micro-batch: `admitted_at` is when its earliest event was admitted; `full` whether every
+        stage answered it in time (only such a batch may grow the limit)."""
         if late:
             if admitted_at >= self._last_cut:
                 self.limit = max(self.minimum, self.limit * self.decrease)
                 self._last_cut = self._clock()
                 self.cuts += 1
                 CUTS.inc()
-        elif self._peak * 2 >= self.limit:
+        elif full and self._peak * 2 >= self.limit:
             self.limit = min(self.maximum, self.limit + self.increase * events / self.limit)
         self._peak = self.inside
         self._wake()

@@ -195,19 +195,25 @@ def _count(outcome: BatchOutcome, live: list[_Pending]) -> None:
         M.DEGRADED.labels(reason).inc(n)
 
 
+def _late(reason: str) -> bool:
+    return "_timeout" in reason or "budget_exhausted" in reason
+
+
 def _observe(admission: AdmissionLimit, outcome: BatchOutcome, live: list[_Pending]) -> None:
-    """Was this batch answered in time? An answer past the admission's share of its budget, or an event that found
-    no budget left for a stage (it waited too long to be served), says the gateway holds more than it can serve
-    in time. A stage's own timeout does not by itself: a hung stage is the breaker's business, and holding fewer
-    events while it hangs would only slow the answers that the other stages still give in time."""
+    """Was this batch answered in time? An answer past the admission's share of its budget, a stage cut off for lack
+    of time, or an event that found no budget left for a stage says the gateway holds more than it can serve in
+    time. (A hung stage times out too; the limit's floor, which scales with the budget, keeps the gateway taking
+    enough events meanwhile, and the stage's breaker soon stops the waiting.)"""
     now = time.monotonic()
     admitted_at = min(p.deadline - p.budget for p in live)
+    reasons = set(outcome.degraded_reason) | set(outcome.error)
     late = any(admission.is_late(now - (p.deadline - p.budget), p.budget) for p in live)
     if not late:
-        late = any("budget_exhausted" in r for r in set(outcome.degraded_reason)) or any(
-            "budget_exhausted" in e for e in set(outcome.error)
-        )
-    admission.observe(admitted_at=admitted_at, late=late, events=len(live))
+        late = any(_late(r) for r in reasons)
+    # Only answers given by every stage in time say that more would be served in time: while a stage is skipped
+    # (its circuit open) answers are quick because they lack it, and growing then would overload it on its return.
+    full = not (reasons - {""})
+    admission.observe(admitted_at=admitted_at, late=late, events=len(live), full=full)
 
 
 def _trace(outcome: BatchOutcome, live: list[_Pending], started: float) -> None:

@@ -70,10 +70,10 @@ async def test_a_client_deadline_of_2_s_does_not_become_the_budget(stalled) -> N
 
 
 async def test_an_explicit_budget_is_waited_for(stalled) -> None:
-    response, took = await _timed(stalled, metadata=(("x-scoring-budget-ms", "400"),), timeout=2.0)
+    response, took = await _timed(stalled, metadata=(("x-scoring-budget-ms", "200"),), timeout=2.0)
     assert response.degraded_reason == "ensemble_timeout"
-    # The ensemble may use up to 95% of the 400 ms: far longer than the default 50 ms, never past the 400.
-    assert 0.3 <= took < 0.4 + MARGIN_S, f"{took * 1e3:.0f} ms"
+    # The ensemble may use up to 95% of the 200 ms: far longer than the default 50 ms, never past the 200.
+    assert 0.15 <= took < 0.2 + MARGIN_S, f"{took * 1e3:.0f} ms"
 
 
 async def test_a_client_deadline_shorter_than_the_budget_is_the_one_kept(stalled) -> None:
@@ -89,10 +89,8 @@ async def test_a_malformed_or_excessive_budget_is_refused_naming_the_key(stalled
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "x-scoring-budget-ms" in (caught.value.details() or "")
 
-    # A stream asking for it is refused as a whole, before any event is read.
-    call = stalled.ScoreStream(iter([gateway_pb2.ScoreRequest(transaction=_tx())]),
-                               metadata=(("x-scoring-budget-ms", value),), timeout=5)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        _ = [r async for r in call]
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "x-scoring-budget-ms" in (caught.value.details() or "")
+    # A stream asking for it is refused as a whole, before any event is read. (The call writes nothing: an event
+    # written while the refusal arrives can fail on the client's side as INTERNAL, a grpcio race, not ours.)
+    call = stalled.ScoreStream(metadata=(("x-scoring-budget-ms", value),), timeout=5)
+    assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "x-scoring-budget-ms" in (await call.details() or "")

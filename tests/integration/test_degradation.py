@@ -202,7 +202,7 @@ async def test_everything_down_is_answered_by_the_gateways_last_resort(fragile, 
 # The stage(s) paused, and the pattern every degraded_reason must match meanwhile.
 _LATE = r"(timeout|circuit_open)"
 PAUSES = {
-    "features": (("feature_service",), rf"features_{_LATE}(\+filter_{_LATE}\+last_resort)?"),
+    "features": (("feature_service",), rf"features_{_LATE}(\+(filter_{_LATE}|budget_exhausted)\+last_resort)?"),
     # Under a stream as fast as it goes, the feature stage may be late too, or leave the ensemble no time.
     "filter": (("filter_model",),
                rf"(features_{_LATE}\+)?filter_{_LATE}(\+(ensemble_[a-z_]+|budget_exhausted))?(\+last_resort)?"),

@@ -78,6 +78,8 @@ async def test_hostile_values_are_refused_by_field_and_never_change_a_normal_eve
     for key, solo in alone.items():
         mixed_answer = mixed_scores[key]
         assert not solo.degraded and not mixed_answer.degraded, (solo, mixed_answer)
+        # A healthy filter is always the one used, never the gateway's last resort.
+        assert not solo.model_version.startswith("filter_fallback")
         assert mixed_answer.stage == solo.stage
         assert mixed_answer.score == pytest.approx(solo.score, rel=1e-5, abs=1e-7), key
 

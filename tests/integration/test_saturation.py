@@ -43,8 +43,12 @@ async def saturated(artifacts, tmp_path_factory) -> AsyncIterator[object]:
 def _events(artifacts, prefix: str, offset: int = 0) -> list[types_pb2.Transaction]:
     transactions = frame_transactions(load_replay_frame(artifacts, EVENTS, offset))
     assert len(transactions) == EVENTS, "the test simulation is too small for this test"
+    # Each run replays the same history into entities of its own (as a fresh replay would), not on top of the
+    # other run's state: doubling every customer's history would make this a different test of fold cost.
     for tx in transactions:
         tx.transaction_id = f"{prefix}{tx.transaction_id}"
+        tx.customer_id = f"{prefix}{tx.customer_id}"
+        tx.terminal_id = f"{prefix}{tx.terminal_id}"
     return transactions
 
 

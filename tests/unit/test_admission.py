@@ -118,3 +118,11 @@ async def test_a_cancelled_waiter_leaves_no_room_taken() -> None:
     limit.release()
     assert limit.inside == 0
     assert limit.try_acquire()
+
+
+def test_quick_answers_without_a_stage_do_not_grow_the_limit() -> None:
+    limit, clock = _limit()
+    for _ in range(10):
+        limit.try_acquire()
+    limit.observe(admitted_at=clock.now, late=False, events=10, full=False)
+    assert limit.limit == 10
