@@ -24,7 +24,7 @@ from services.feature_service.store import EventBatch
 from services.gateway import metrics as M
 from services.gateway import tracing
 from services.gateway.admission import AdmissionLimit
-from services.gateway.cascade import BatchOutcome, Cascade
+from services.gateway.cascade import BatchOutcome, Cascade, StageShares
 from services.gateway.validation import Event
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class MicroBatcher:
                     outcome = self.cascade.last_resort_outcome(batch, f"internal_{type(exc).__name__}")
                 _count(outcome, live)
                 if self.admission is not None:
-                    _observe(self.admission, outcome, live)
+                    _observe(self.admission, outcome, live, self.cascade.shares, urgent.budget)
                 if batch_span is not None:
                     _trace(outcome, live, started)
                     batch_span.end()
@@ -199,15 +199,21 @@ def _late(reason: str) -> bool:
     return "_timeout" in reason or "budget_exhausted" in reason
 
 
-def _observe(admission: AdmissionLimit, outcome: BatchOutcome, live: list[_Pending]) -> None:
-    """Was this batch answered in time? An answer past the admission's share of its budget, a stage cut off for lack
-    of time, or an event that found no budget left for a stage says the gateway holds more than it can serve in
-    time. (A hung stage times out too; the limit's floor, which scales with the budget, keeps the gateway taking
-    enough events meanwhile, and the stage's breaker soon stops the waiting.)"""
+def _observe(
+    admission: AdmissionLimit, outcome: BatchOutcome, live: list[_Pending], shares: StageShares, budget_s: float
+) -> None:
+    """Was this batch answered in time? An answer past the admission's share of its budget, a stage that took more
+    than that share of its own time (the early warning: a stage cut off degrades the whole batch), a stage cut off
+    for lack of time, or an event that found no budget left for a stage says the gateway holds more than it can
+    serve in time. (A hung stage times out too; the limit's floor, which scales with the budget, keeps the gateway
+    taking enough events meanwhile, and the stage's breaker soon stops the waiting.)"""
     now = time.monotonic()
     admitted_at = min(p.deadline - p.budget for p in live)
     reasons = set(outcome.degraded_reason) | set(outcome.error)
     late = any(admission.is_late(now - (p.deadline - p.budget), p.budget) for p in live)
+    if not late:
+        own = {"features": shares.features, "filter": shares.filter, "ensemble": shares.ensemble}
+        late = any(admission.is_late(took, own[stage] * budget_s) for stage, took in outcome.timings.items())
     if not late:
         late = any(_late(r) for r in reasons)
     # Only answers given by every stage in time say that more would be served in time: while a stage is skipped
