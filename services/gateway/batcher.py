@@ -211,7 +211,8 @@ def _observe(
     admitted_at = min(p.deadline - p.budget for p in live)
     reasons = set(outcome.degraded_reason) | set(outcome.error)
     late = any(admission.is_late(now - (p.deadline - p.budget), p.budget) for p in live)
-    if not late:
+    if not late and len(live) > admission.minimum:
+        # Only a batch larger than the floor: at the floor a stage's time is its cost per call, not the batch's size.
         own = {"features": shares.features, "filter": shares.filter, "ensemble": shares.ensemble}
         late = any(admission.is_late(took, own[stage] * budget_s) for stage, took in outcome.timings.items())
     if not late:
