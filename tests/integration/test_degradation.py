@@ -41,9 +41,10 @@ async def fragile(artifacts, tmp_path_factory) -> AsyncIterator[object]:
             "FILTER_THRESHOLD": "0",
             "GATEWAY_MAX_QUEUED_EVENTS": "512",
             "GATEWAY_BREAKER_RESET_MS": "200",
-            # A low ceiling, so that a burst of unary calls can outnumber what the gateway admits (the floor and
-            # start scale with the 300 ms budget: 240 and 1,920 events).
-            "GATEWAY_ADMISSION_MAX_EVENTS": "256",
+            # A low ceiling, so that a burst of unary calls outnumbers what the gateway admits (the floor and start
+            # scale with the 300 ms budget, to 240 and 1,920 events, and a burst of 800 calls from one client
+            # reaches the gateway over ~100 ms while batches of 256 take ~20 ms).
+            "GATEWAY_ADMISSION_MAX_EVENTS": "32",
         },
         log_dir=tmp_path_factory.mktemp("fragile-logs"),
     )
