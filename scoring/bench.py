@@ -1033,7 +1033,7 @@ async def saturated_replay(gateway: str, source: EventSource, prefix: str, event
     """A client replaying history as fast as the gateway takes it, at the stack's own budget: on ScoreStream (one
     event a message) and on ScoreBatchStream (batches of `batch`). Admission sets the pace; what counts is the
     answered rate and the share of full answers (target: 99%, 0 errors)."""
-    out: dict[str, Any] = {"events": events, "batch": batch}
+    out: dict[str, Any] = {"events": events, "batch_size": batch}
     for mode in ("stream", "batch"):
         transactions = source.transactions(events, f"{prefix}{mode}-")
         if mode == "stream":
@@ -1053,8 +1053,8 @@ async def saturated_replay(gateway: str, source: EventSource, prefix: str, event
 
 def format_saturated_replay(sat: dict[str, Any]) -> list[str]:
     lines = []
-    for mode, rpc in (("stream", "ScoreStream, one event a message"), ("batch", f"ScoreBatchStream, {sat['batch']}"
-                                                                                 " a message")):
+    for mode, rpc in (("stream", "ScoreStream, one event a message"),
+                      ("batch", f"ScoreBatchStream, {sat['batch_size']} a message")):
         m = sat[mode]
         lines.append(f"Saturated replay of {sat['events']:,} events on {rpc}, as fast as the gateway takes them: "
                      f"{m['events_per_s']:,.0f} events/s, full answers {m['full_share']:.2%} (target 99%), "
