@@ -101,22 +101,29 @@ class FeatureClient:
         self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self.stub = features_pb2_grpc.FeatureServiceStub(self.channel)
 
-    async def update_and_get(self, batch: EventBatch, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
+    async def _fold(self, batch: EventBatch, timeout_s: float, *, fold_only: bool) -> features_pb2.FeatureResponse:
         request = features_pb2.FeatureRequest(
             transaction_id=batch.transaction_id,
             event_time_us=batch.event_time_us.tolist(),
             customer_id=batch.customer_id,
             terminal_id=batch.terminal_id,
             amount=batch.amount.tolist(),
+            fold_only=fold_only,
         )
         traced = _TracedCall("/scoring.v1.FeatureService/UpdateAndGet")
         try:
-            reply = await self.stub.UpdateAndGet(request, timeout=timeout_s, metadata=traced.metadata)
+            reply: features_pb2.FeatureResponse = await self.stub.UpdateAndGet(
+                request, timeout=timeout_s, metadata=traced.metadata
+            )
         except grpc.aio.AioRpcError as exc:
             traced.failed(exc)
             raise _from_rpc_error("features", exc) from exc
         finally:
             traced.span.end()
+        return reply
+
+    async def update_and_get(self, batch: EventBatch, timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
+        reply = await self._fold(batch, timeout_s, fold_only=False)
         n = reply.rows
         if n == 0:
             return np.zeros((0, len(F.FEATURE_NAMES)), np.float32), np.zeros((0, 0, 0), np.float32)
@@ -128,22 +135,7 @@ class FeatureClient:
 
     async def refold(self, batch: EventBatch, timeout_s: float) -> None:
         """Folds the events of `batch` that the feature service has not folded yet; no features come back."""
-        request = features_pb2.FeatureRequest(
-            transaction_id=batch.transaction_id,
-            event_time_us=batch.event_time_us.tolist(),
-            customer_id=batch.customer_id,
-            terminal_id=batch.terminal_id,
-            amount=batch.amount.tolist(),
-            fold_only=True,
-        )
-        traced = _TracedCall("/scoring.v1.FeatureService/UpdateAndGet")
-        try:
-            await self.stub.UpdateAndGet(request, timeout=timeout_s, metadata=traced.metadata)
-        except grpc.aio.AioRpcError as exc:
-            traced.failed(exc)
-            raise _from_rpc_error("features", exc) from exc
-        finally:
-            traced.span.end()
+        await self._fold(batch, timeout_s, fold_only=True)
 
     async def report_labels(self, labels: features_pb2.LabelBatch, timeout_s: float) -> features_pb2.LabelAck:
         traced = _TracedCall("/scoring.v1.FeatureService/ReportLabels")
