@@ -30,22 +30,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# The contract's names (model, tensor) live with the config text that uses them; re-exported here.
+from services.ensemble.triton_config import (
+    COMBINER_MODEL,
+    ENSEMBLE_MODEL,
+    FEATURES_INPUT,
+    GBT_MODEL,
+    P_GBT_OUTPUT,
+    P_SEQ_OUTPUT,
+    SCHEDULED_ENSEMBLE_MODEL,
+    SCORE_OUTPUT,
+    SEQ_MODEL,
+    SEQUENCE_INPUT,
+    Tensor,
+    ensemble_config,
+    model_config,
+)
+
 if TYPE_CHECKING:
     import onnxruntime as ort
-
-ENSEMBLE_MODEL = "fraud_ensemble"
-# On the local target `fraud_ensemble` is the fused Python model; the scheduled graph stays beside it under this
-# name, so that `make bench` measures the one against the other in the same run.
-SCHEDULED_ENSEMBLE_MODEL = "fraud_ensemble_scheduled"
-GBT_MODEL = "fraud_gbt"
-SEQ_MODEL = "fraud_seq"
-COMBINER_MODEL = "fraud_combiner"
-
-FEATURES_INPUT = "FEATURES"
-SEQUENCE_INPUT = "SEQUENCE"
-P_GBT_OUTPUT = "P_GBT"
-P_SEQ_OUTPUT = "P_SEQ"
-SCORE_OUTPUT = "SCORE"
 
 TARGETS = ("local", "container")
 
@@ -76,111 +79,6 @@ class OnnxBinding:
     @property
     def triton_inputs(self) -> tuple[str, ...]:
         return tuple(triton for triton, _ in self.inputs)
-
-
-@dataclass(frozen=True)
-class _Tensor:
-    name: str
-    dims: tuple[int, ...]
-
-
-def _quote(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
-
-
-def _tensors(key: str, tensors: Sequence[_Tensor]) -> str:
-    entries = []
-    for tensor in tensors:
-        dims = ", ".join(str(d) for d in tensor.dims)
-        entries.append(
-            f"  {{\n    name: {_quote(tensor.name)}\n    data_type: TYPE_FP32\n    dims: [ {dims} ]\n  }}"
-        )
-    return f"{key} [\n" + ",\n".join(entries) + "\n]\n"
-
-
-def _parameters(params: dict[str, str]) -> str:
-    return "".join(
-        f"parameters {{\n  key: {_quote(k)}\n  value: {{ string_value: {_quote(v)} }}\n}}\n"
-        for k, v in params.items()
-    )
-
-
-def _dynamic_batching(max_queue_delay_us: int, default_timeout_us: int, queue_policy: bool) -> str:
-    text = f"dynamic_batching {{\n  max_queue_delay_microseconds: {max_queue_delay_us}\n"
-    if queue_policy:
-        # REJECT + allow_timeout_override: a request whose remaining budget (sent per request by the client;
-        # Triton only lets it shorten the default) runs out while queued is dropped by Triton instead of
-        # being computed for nobody.
-        text += (
-            "  default_queue_policy {\n"
-            "    timeout_action: REJECT\n"
-            f"    default_timeout_microseconds: {default_timeout_us}\n"
-            "    allow_timeout_override: true\n"
-            "  }\n"
-        )
-    return text + "}\n"
-
-
-def _instance_group(kind: str, count: int | None) -> str:
-    count_line = f"\n    count: {count}" if count is not None else ""
-    return f"instance_group [\n  {{\n    kind: {kind}{count_line}\n  }}\n]\n"
-
-
-def _model_config(
-    *,
-    name: str,
-    backend: str | None,
-    platform: str | None,
-    max_batch_size: int,
-    inputs: Sequence[_Tensor],
-    outputs: Sequence[_Tensor],
-    instance_kind: str,
-    instance_count: int | None,
-    max_queue_delay_us: int,
-    default_timeout_us: int,
-    queue_policy: bool,
-    params: dict[str, str],
-) -> str:
-    text = f"name: {_quote(name)}\n"
-    if platform is not None:
-        text += f"platform: {_quote(platform)}\n"
-    if backend is not None:
-        text += f"backend: {_quote(backend)}\n"
-    text += f"max_batch_size: {max_batch_size}\n"
-    text += _tensors("input", inputs) + _tensors("output", outputs)
-    text += _instance_group(instance_kind, instance_count)
-    text += _dynamic_batching(max_queue_delay_us, default_timeout_us, queue_policy)
-    text += _parameters(params)
-    return text
-
-
-def _ensemble_config(
-    *, max_batch_size: int, version: int, n_features: int, seq_len: int, seq_features: int,
-    name: str = ENSEMBLE_MODEL,
-) -> str:
-    def step(model: str, inputs: Sequence[str], outputs: Sequence[str]) -> str:
-        # Step-local and ensemble tensor names are identical on purpose: one name per tensor end to end.
-        maps = "".join(f"      input_map {{ key: {_quote(t)} value: {_quote(t)} }}\n" for t in inputs)
-        maps += "".join(f"      output_map {{ key: {_quote(t)} value: {_quote(t)} }}\n" for t in outputs)
-        # Pinned version: the ensemble must run the composing models written together with it.
-        return f"    {{\n      model_name: {_quote(model)}\n      model_version: {version}\n{maps}    }}"
-
-    steps = ",\n".join(
-        [
-            step(GBT_MODEL, [FEATURES_INPUT], [P_GBT_OUTPUT]),
-            step(SEQ_MODEL, [FEATURES_INPUT, SEQUENCE_INPUT], [P_SEQ_OUTPUT]),
-            step(COMBINER_MODEL, [P_GBT_OUTPUT, P_SEQ_OUTPUT], [SCORE_OUTPUT]),
-        ]
-    )
-    text = f'name: {_quote(name)}\nplatform: "ensemble"\nmax_batch_size: {max_batch_size}\n'
-    text += _tensors(
-        "input", [_Tensor(FEATURES_INPUT, (n_features,)), _Tensor(SEQUENCE_INPUT, (seq_len, seq_features))]
-    )
-    text += _tensors("output", [_Tensor(n, (1,)) for n in (SCORE_OUTPUT, P_GBT_OUTPUT, P_SEQ_OUTPUT)])
-    text += f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n"
-    text += _parameters({"version": str(version)})
-    return text
 
 
 def _write_fused(
@@ -215,12 +113,12 @@ def _write_fused(
         "w_seq": repr(float(weights[1])),
     }
     (out_dir / ENSEMBLE_MODEL / "config.pbtxt").write_text(
-        _model_config(
+        model_config(
             name=ENSEMBLE_MODEL,
             backend="python",
             platform=None,
-            inputs=[_Tensor(FEATURES_INPUT, features_dims), _Tensor(SEQUENCE_INPUT, sequence_dims)],
-            outputs=[_Tensor(n, (1,)) for n in (SCORE_OUTPUT, P_GBT_OUTPUT, P_SEQ_OUTPUT)],
+            inputs=[Tensor(FEATURES_INPUT, features_dims), Tensor(SEQUENCE_INPUT, sequence_dims)],
+            outputs=[Tensor(n, (1,)) for n in (SCORE_OUTPUT, P_GBT_OUTPUT, P_SEQ_OUTPUT)],
             instance_kind="KIND_CPU",
             instance_count=1,
             params=params,
@@ -457,7 +355,7 @@ def write_repository(
         (SEQ_MODEL, Path(seq_onnx), seq_binding, P_SEQ_OUTPUT),
     )
     for name, src, binding, output_name in onnx_models:
-        tensors_in = [_Tensor(t, input_dims[t]) for t in binding.triton_inputs]
+        tensors_in = [Tensor(t, input_dims[t]) for t in binding.triton_inputs]
         version_dir = out_dir / name / str(version)
         version_dir.mkdir(parents=True)
         params = {"version": str(version)}
@@ -472,12 +370,12 @@ def write_repository(
             }
             if binding.column is not None:
                 params["onnx_output_column"] = str(binding.column)
-            config = _model_config(
+            config = model_config(
                 name=name,
                 backend="python",
                 platform=None,
                 inputs=tensors_in,
-                outputs=[_Tensor(output_name, (1,))],
+                outputs=[Tensor(output_name, (1,))],
                 instance_kind="KIND_CPU",
                 instance_count=1,
                 params=params,
@@ -486,12 +384,12 @@ def write_repository(
         else:
             adapt_onnx(src, version_dir / "model.onnx", binding, triton_output=output_name)
             params["source_onnx"] = src.name
-            config = _model_config(
+            config = model_config(
                 name=name,
                 backend="onnxruntime",
                 platform="onnxruntime_onnx",
                 inputs=tensors_in,
-                outputs=[_Tensor(output_name, (1,))],
+                outputs=[Tensor(output_name, (1,))],
                 instance_kind="KIND_GPU" if gpu else "KIND_CPU",
                 instance_count=None,
                 params=params,
@@ -504,12 +402,12 @@ def write_repository(
     shutil.copyfile(COMBINER_SOURCE, combiner_dir / "model.py")
     w_gbt, w_seq = (float(w) for w in combiner_weights)
     (out_dir / COMBINER_MODEL / "config.pbtxt").write_text(
-        _model_config(
+        model_config(
             name=COMBINER_MODEL,
             backend="python",
             platform=None,
-            inputs=[_Tensor(P_GBT_OUTPUT, (1,)), _Tensor(P_SEQ_OUTPUT, (1,))],
-            outputs=[_Tensor(SCORE_OUTPUT, (1,))],
+            inputs=[Tensor(P_GBT_OUTPUT, (1,)), Tensor(P_SEQ_OUTPUT, (1,))],
+            outputs=[Tensor(SCORE_OUTPUT, (1,))],
             # The blend is a handful of flops per row: one CPU instance keeps up on either target.
             instance_kind="KIND_CPU",
             instance_count=1,
@@ -522,7 +420,7 @@ def write_repository(
     scheduled = SCHEDULED_ENSEMBLE_MODEL if fused else ENSEMBLE_MODEL
     (out_dir / scheduled / str(version)).mkdir(parents=True)
     (out_dir / scheduled / "config.pbtxt").write_text(
-        _ensemble_config(
+        ensemble_config(
             max_batch_size=max_batch_size,
             version=version,
             n_features=n_features,
