@@ -30,6 +30,7 @@ class ReplayResult:
     errors: Counter[str] = field(default_factory=Counter)
     stages: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)  # full, or which fallback answered (answer_kind)
+    full_ids: list[str] = field(default_factory=list)  # events answered in full, in answer order
     degraded: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
     scores: dict[str, float] = field(default_factory=dict)
@@ -210,7 +211,10 @@ async def replay_batches(
 
 
 def record(result: ReplayResult, response: types_pb2.ScoreResponse) -> None:
-    result.kinds[answer_kind(response)] += 1
+    kind = answer_kind(response)
+    result.kinds[kind] += 1
+    if kind == "full":
+        result.full_ids.append(response.transaction_id)
     if response.HasField("error"):
         result.errors[f"{response.error.code}:{response.error.field or response.degraded_reason}"] += 1
         return
