@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from opentelemetry.trace import Link
+from opentelemetry.trace import Link, Span
 
 from scoring.common import telemetry
 from scoring.v1 import features_pb2, gateway_pb2, gateway_pb2_grpc, types_pb2
@@ -28,7 +28,7 @@ from services.gateway.admission import AdmissionLimit
 from services.gateway.batcher import Outcome, Overloaded
 from services.gateway.dedup import Submitter
 from services.gateway.stages import FeatureClient, StageError
-from services.gateway.validation import DEFAULT_LIMITS, FieldError, Limits, validate
+from services.gateway.validation import DEFAULT_LIMITS, Event, FieldError, Limits, validate
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         budget_s: float,
         max_inflight_per_stream: int,
         max_request_batch: int,
-        admission: AdmissionLimit | None = None,
+        admission: AdmissionLimit,
         max_budget_s: float = 1.0,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
@@ -127,7 +127,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.max_budget_s = max(max_budget_s, budget_s)
         self.max_inflight_per_stream = max_inflight_per_stream
         self.max_request_batch = max_request_batch
-        self.admission = admission if admission is not None else AdmissionLimit(maximum=1 << 30, initial=1 << 30)
+        self.admission = admission
         self.limits = limits
 
     async def _call_budget(self, context: grpc.aio.ServicerContext) -> float:
@@ -136,6 +136,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         except FieldError as exc:
             await _abort_invalid(context, exc)
             raise  # not reached: abort raises
+
+    def _submit_admitted(self, event: Event, deadline: float, span: Span) -> asyncio.Future[Outcome]:
+        """Submits an event that holds one unit of admission; the unit is given back when the event is answered,
+        or at once when the submit fails (FieldError, Overloaded: raised on)."""
+        try:
+            future = tracing.submit(self.batcher, event, deadline, span)
+        except (FieldError, Overloaded):
+            self.admission.release()
+            raise
+        future.add_done_callback(self._answered)
+        return future
 
     def _answered(self, future: asyncio.Future[Outcome]) -> None:
         self.admission.release()
@@ -161,16 +172,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         # The caller's trace goes on (its traceparent came in the metadata).
         span = tracing.start_event(event.transaction_id, event.customer_id, root=False)
         try:
-            deadline = event_deadline(budget_s, context.time_remaining())
-            future = tracing.submit(self.batcher, event, deadline, span)
+            future = self._submit_admitted(event, event_deadline(budget_s, context.time_remaining()), span)
         except Overloaded as exc:
-            self.admission.release()
             M.ERRORS.labels("RESOURCE_EXHAUSTED").inc()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"gateway overloaded: {exc}")
         except FieldError as exc:  # the id was used for another event (recent-answer cache)
-            self.admission.release()
             await _abort_invalid(context, exc)
-        future.add_done_callback(self._answered)
         outcome = await future
         if outcome.error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"no stage could score the event: {outcome.error}")
@@ -188,7 +195,6 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         admission = self.admission
 
         def answer(txid: str, future: asyncio.Future[Outcome]) -> None:
-            admission.release()
             if not future.cancelled():  # cancelled only at shutdown
                 out.put_nowait(_response(txid, future.result()))
 
@@ -208,14 +214,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                         await admission.acquire()  # not reading meanwhile: the client's events wait in its buffer
                     try:
                         span = tracing.start_event(txid, event.customer_id, root=True, links=links)
-                        deadline = event_deadline(budget_s, context.time_remaining())
-                        future = tracing.submit(self.batcher, event, deadline, span)
+                        future = self._submit_admitted(event, event_deadline(budget_s, context.time_remaining()), span)
                     except FieldError as exc:
-                        admission.release()
                         out.put_nowait(_error_response(txid, code_pb2.INVALID_ARGUMENT, exc.field, str(exc)))
                         continue
                     except Overloaded as exc:
-                        admission.release()
                         out.put_nowait(_error_response(txid, code_pb2.RESOURCE_EXHAUSTED, "", str(exc)))
                         continue
                     future.add_done_callback(functools.partial(answer, txid))
@@ -334,17 +337,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 await admission.acquire()
             try:
                 span = tracing.start_event(event.transaction_id, event.customer_id, root=True, links=links)
-                future = tracing.submit(self.batcher, event, event_deadline(budget_s, context.time_remaining()), span)
+                slots.append(self._submit_admitted(event, event_deadline(budget_s, context.time_remaining()), span))
             except FieldError as exc:
-                admission.release()
                 slots.append(_error_response(tx.transaction_id, code_pb2.INVALID_ARGUMENT, exc.field, str(exc)))
-                continue
             except Overloaded as exc:
-                admission.release()
                 slots.append(_error_response(tx.transaction_id, code_pb2.RESOURCE_EXHAUSTED, "", str(exc)))
-                continue
-            future.add_done_callback(self._answered)
-            slots.append(future)
         return slots
 
     @telemetry.traced_unary("/scoring.v1.Gateway/ReportLabels")

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic_settings import SettingsConfigDict
 
 from scoring.common.settings import ServiceSettings
+from services.gateway.validation import DEFAULT_LIMITS
 
 
 class GatewaySettings(ServiceSettings):
@@ -26,9 +27,9 @@ class GatewaySettings(ServiceSettings):
     # event that no stage could score in time.
     fallback_model_dir: Path = Path("artifacts/models/filter")
     # Plausible ranges of the numeric fields (beyond them INVALID_ARGUMENT naming the field).
-    max_amount: float = 1_000_000.0
-    # 0: 1970-01-01. History is normal use (market data goes back decades); a deployment may raise it.
-    min_event_time_s: int = 0
+    max_amount: float = DEFAULT_LIMITS.max_amount
+    # 1970-01-01: history is normal use (market data goes back decades); a deployment may raise it.
+    min_event_time_s: int = DEFAULT_LIMITS.min_event_time_s
     # Share of the budget each stage may take at most (the rest is the gateway's own time). The cheap stages
     # first: without features and a filter score an event gets no answer at all, while a late ensemble still
     # leaves the filter's; measured here (budget report), features take ~3.5 ms and the filter ~3 ms at p50.
