@@ -31,7 +31,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     env = dict(item.split("=", 1) for item in args.env)
     config = StackConfig(artifacts=args.artifacts, ports=Ports.free() if args.free_ports else Ports(), env=env,
-                         supervise=args.supervise)
+                         supervise=args.supervise, redis_cluster=args.redis_cluster)
     return asyncio.run(run_until_signalled(config))
 
 
@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra service setting")
     up.add_argument("--supervise", action=argparse.BooleanOptionalAction, default=True,
                     help="restart children that die, with back-off (default); --no-supervise stops all instead")
+    up.add_argument("--redis-cluster", action="store_true",
+                    help="keep the features on a local Redis Cluster of three masters instead of one Redis")
     up.set_defaults(func=cmd_up)
 
     replay = sub.add_parser("replay", help="stream simulated transactions to a running gateway")

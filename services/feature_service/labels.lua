@@ -1,23 +1,35 @@
--- Folds delayed labels into the terminal fraud sets, in one round trip.
--- ARGV: n, ttl_s, then per label transaction_id, fraud ("1" or "0"). A "0" withdraws an earlier fraud report.
--- Reply: {accepted, unknown}; unknown = the transaction was never seen or its routing entry expired.
-local n = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local accepted, unknown = 0, 0
-for i = 0, n - 1 do
-  local txid, fraud = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
-  local meta = redis.call('GET', 'x:' .. txid)
-  if meta then
-    local tid, ts = string.match(meta, '^(.*)|([^|]*)$')
-    if fraud == '1' then
-      redis.call('ZADD', 'f:' .. tid, ts, txid)
-      redis.call('EXPIRE', 'f:' .. tid, ttl)
-    else
-      redis.call('ZREM', 'f:' .. tid, txid)
+-- Folds delayed labels into the terminals' day buckets of one hash-tag shard, in one round trip.
+-- KEYS[1]: the shard's tag ("{t3}"), for routing only. ARGV: tag, then per label transaction_id, fraud ("1"/"0");
+-- a "0" withdraws an earlier fraud report. A label is counted once whatever how often it is re-sent: the
+-- transaction's routing entry remembers its current label.
+-- Reply: one byte per label, '1' where this shard knows the transaction (a transaction lives in the shard of its
+-- terminal, which a label does not name: with several shards, every shard is asked).
+local tag = ARGV[1]
+local SLOTS, ENTRY = 64, 12
+local n = (#ARGV - 1) / 2
+local found = {}
+for i = 1, n do
+  local txid, fraud = ARGV[2 * i], ARGV[2 * i + 1]
+  local rkey = 'x' .. tag .. ':' .. txid
+  local route = redis.call('GET', rkey)
+  if route then
+    local ring_key, day_s, flag = string.match(route, '^(.*)|(%-?%d+)|([01])$')
+    if flag ~= fraud then
+      local day = tonumber(day_s)
+      local ring = redis.call('GET', ring_key)
+      if ring then
+        local pos = (day % SLOTS) * ENTRY + 1
+        local stamp, count, frauds = struct.unpack('<iii', ring, pos)
+        if stamp == day then
+          frauds = frauds + (fraud == '1' and 1 or -1)
+          redis.call('SETRANGE', ring_key, pos - 1, struct.pack('<iii', stamp, count, frauds))
+        end
+      end
+      redis.call('SET', rkey, ring_key .. '|' .. day_s .. '|' .. fraud, 'KEEPTTL')
     end
-    accepted = accepted + 1
+    found[i] = '1'
   else
-    unknown = unknown + 1
+    found[i] = '0'
   end
 end
-return {accepted, unknown}
+return table.concat(found)

@@ -100,9 +100,11 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
         self, request: features_pb2.LabelBatch, context: grpc.aio.ServicerContext
     ) -> features_pb2.LabelAck:
         try:
-            accepted, unknown = await self._to_completion(self.store.report_labels(
-                [label.transaction_id for label in request.labels], [label.fraud for label in request.labels]
-            ))
+            accepted, unknown = await self._to_completion(
+                self.store.report_labels(
+                    [label.transaction_id for label in request.labels], [label.fraud for label in request.labels]
+                )
+            )
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
         LABELS.labels("accepted").inc(accepted)

@@ -17,6 +17,12 @@ class FeatureSettings(ServiceSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("FEATURES_REDIS_URL", "REDIS_URL")
     )
+    # A Redis Cluster rather than one Redis (a redis+cluster:// URL says the same): the URL names any one node.
+    redis_cluster: bool = False
+    # Hash-tag shards per entity kind on a cluster: a fold is one script call per shard its batch touches, and a
+    # label batch one call per shard. More shards spread the state over more masters (at most one master per
+    # shard is used); changing it orphans the state kept under the old tags.
+    redis_shards: int = Field(default=16, ge=1, le=1024)
     redis_timeout_s: float = 0.5
     # Labels have a budget of their own (seconds, not an event's milliseconds): a label fold waits its turn between
     # event folds on a connection of its own, and a Redis timeout is retried within this budget (label folds are

@@ -1,5 +1,6 @@
-"""Training/serving parity: features served by the running feature service (real Redis) equal the offline
-computation used for training, on a replayed simulated stream with its delayed labels."""
+"""Training/serving parity: features served by the running feature service, on one real Redis and on a real
+three-master Redis Cluster, equal the offline computation used for training, on a replayed simulated stream with
+its delayed labels."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from scoring.v1 import features_pb2, features_pb2_grpc, types_pb2
 pytestmark = pytest.mark.integration
 
 
-async def test_online_features_equal_offline_features_within_float32_rounding(stack) -> None:
+async def test_online_features_equal_offline_features_within_float32_rounding(feature_address) -> None:
     frame = simulator.simulate(simulator.SimulationConfig(n_customers=100, n_terminals=200, n_days=25, seed=11))
     assert 2000 < len(frame) < 10_000 and frame["TX_FRAUD"].sum() > 0
     offline_features, offline_sequences = F.compute_offline(frame)
@@ -24,7 +25,7 @@ async def test_online_features_equal_offline_features_within_float32_rounding(st
     online_sequences = np.full_like(offline_sequences, np.nan)
     labels_known = 0
 
-    async with grpc.aio.insecure_channel(stack.addresses["feature_service"]) as channel:
+    async with grpc.aio.insecure_channel(feature_address) as channel:
         stub = features_pb2_grpc.FeatureServiceStub(channel)
         pending: list[int] = []
 

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KUSTOMIZATIONS = {"base": K8S / "base", "gpu": K8S / "overlays" / "gpu",
-                  "external-redis": K8S / "overlays" / "external-redis"}
+                  "external-redis": K8S / "overlays" / "external-redis",
+                  "redis-cluster": K8S / "overlays" / "redis-cluster"}
 # Native gRPC probes are GA from 1.27 (the base's kustomization.yaml says so); the newest is what the package has.
 MIN_KUBERNETES = "1.27.0"
 PYTHON_SERVICES = ("gateway", "feature-service", "filter-model")
@@ -241,6 +242,30 @@ def test_the_external_redis_overlay_drops_redis_and_reads_its_url_from_a_secret(
     (container,) = by_kind(docs, "Deployment")["feature-service"]["spec"]["template"]["spec"]["containers"]
     (entry,) = [e for e in container["env"] if e["name"] == "REDIS_URL"]
     assert entry == {"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "scoring-redis", "key": "url"}}}
+
+
+def test_the_redis_cluster_overlay_runs_three_cluster_masters_joined_by_a_job(rendered) -> None:
+    docs = rendered["redis-cluster"]
+    redis = workloads(docs)["redis"]
+    assert redis["spec"]["replicas"] == 3 and redis["spec"]["podManagementPolicy"] == "Parallel"
+    (container,) = redis["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--cluster-enabled") + 1] == "yes"
+    assert args[args.index("--cluster-config-file") + 1].startswith("/data/")  # on the volume: survives restarts
+    assert {p["containerPort"] for p in container["ports"]} == {6379, 16379}
+    (job,) = by_kind(docs, "Job").values()
+    (create,) = job["spec"]["template"]["spec"]["containers"]
+    script = create["command"][-1]
+    assert "--cluster create" in script and "--cluster-replicas 0" in script
+    assert "for i in 0 1 2" in script and f"redis-$i.{redis['spec']['serviceName']}." in script
+    (feature,) = by_kind(docs, "Deployment")["feature-service"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in feature["env"]}
+    assert env["FEATURES_REDIS_CLUSTER"] == "true" and env["REDIS_URL"].startswith("redis://redis-0.")
+    # Everything but Redis and the feature service is the base, untouched.
+    def others(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [d for d in docs if d["metadata"]["name"] not in ("redis", "feature-service", "redis-cluster-create")]
+
+    assert others(docs) == others(rendered["base"])
 
 
 def test_no_secret_values_in_the_manifests(rendered) -> None:

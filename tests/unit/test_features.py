@@ -44,8 +44,21 @@ def test_terminal_risk_uses_only_the_delayed_period() -> None:
     assert feats[2, col("terminal_risk_7day")] == 0
     assert feats[3, col("terminal_nb_tx_7day")] == 2
     assert feats[3, col("terminal_risk_7day")] == 1.0
-    # (t-8d, t-7d] is open on the left: the event exactly at T0 falls out, the one 1 us later stays in.
-    assert feats[3, col("terminal_nb_tx_1day")] == 1
+    # Whole UTC days: the 1-day window of an event on day 8 is day 0, all of it.
+    assert feats[3, col("terminal_nb_tx_1day")] == 2
+
+
+def test_terminal_windows_are_whole_days_ending_the_day_before_the_delay() -> None:
+    # An event late on day 7 is 7 days and 23 hours after day 0's events, but day 0's labels may not all be in
+    # yet on day 7 (they arrive 7 days after their transaction): day 0 counts only from day 8 on.
+    times = [T0 + 3600 * 10**6, T0 + 7 * DAY + 23 * 3600 * 10**6, T0 + 8 * DAY, T0 + 38 * DAY - 1]
+    feats, _ = compute(times, [1, 2, 3, 4], [5, 5, 5, 5], [1.0, 1.0, 1.0, 1.0], [1, 0, 0, 0])
+    assert feats[1, col("terminal_nb_tx_30day")] == 0
+    assert feats[2, col("terminal_nb_tx_1day")] == 1 and feats[2, col("terminal_risk_1day")] == 1.0
+    # Day 37: the 30-day window is days 0..29 (day 0's event and day 7's); day 8's event is in it too.
+    assert feats[3, col("terminal_nb_tx_30day")] == 3
+    assert feats[3, col("terminal_risk_30day")] == pytest.approx(1 / 3)
+    assert feats[3, col("terminal_nb_tx_7day")] == 0
 
 
 def test_flags_follow_utc_weekday_and_hour() -> None:

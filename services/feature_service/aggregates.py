@@ -1,0 +1,79 @@
+"""Online counting: the raw aggregates of `scoring.features` from the per-entity state that the fold returns.
+
+The fold (terminal.lua, customer.lua) keeps Redis's work per event small and fixed; the window arithmetic is done
+here, over arrays, for the whole batch. What is counted must equal `features.compute_raw_offline` for events
+processed in time order: the parity test compares the two.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+from scoring import features as F
+
+RING_SLOTS: Final = 64  # day buckets per terminal (terminal.lua); more than the delay plus the longest window
+RING_DTYPE: Final = np.dtype([("day", "<i4"), ("count", "<i4"), ("frauds", "<i4")])
+EMPTY_RING: Final = np.array([(-1, 0, 0)] * RING_SLOTS, dtype=RING_DTYPE)
+# A customer's log record (customer.lua): event time (us), amount, terminal risk then, 8-byte id hash.
+RECORD_DTYPE: Final = np.dtype([("time", "<f8"), ("amount", "<f8"), ("risk", "<f8"), ("id_hash", "V8")])
+# Days back from an event's day that its terminal windows cover: D - d - 1 (newest) .. D - d - longest window.
+_TERMINAL_LAGS: Final = F.LABEL_DELAY_DAYS + 1 + np.arange(F.HORIZON_DAYS)
+assert RING_SLOTS > F.LABEL_DELAY_DAYS + F.HORIZON_DAYS + 1
+
+
+def parse_rings(rings: list[bytes]) -> np.ndarray:
+    """Ring strings as terminal.lua returns them ('' for a terminal without state) -> [k, RING_SLOTS] records."""
+    out = np.empty((len(rings), RING_SLOTS), dtype=RING_DTYPE)
+    for k, ring in enumerate(rings):
+        out[k] = np.frombuffer(ring, dtype=RING_DTYPE) if ring else EMPTY_RING
+    return out
+
+
+def terminal_raw(day: np.ndarray, ring_of: np.ndarray, rings: np.ndarray) -> np.ndarray:
+    """[n, 2 * N_WINDOWS] (transactions, frauds) per terminal window for events on `day` (UTC day numbers), whose
+    terminals' rings are rings[ring_of]."""
+    days = day[:, None] - _TERMINAL_LAGS[None, :]
+    entries = rings[ring_of[:, None], days % RING_SLOTS]
+    valid = entries["day"] == days
+    counts = np.where(valid, entries["count"], 0).cumsum(axis=1)
+    frauds = np.where(valid, entries["frauds"], 0).cumsum(axis=1)
+    out = np.empty((len(day), 2 * F.N_WINDOWS))
+    for k, w in enumerate(F.WINDOWS_DAYS):
+        out[:, 2 * k] = counts[:, w - 1]
+        out[:, 2 * k + 1] = frauds[:, w - 1]
+    return out
+
+
+def customer_raw(
+    time_us: np.ndarray, log_of: np.ndarray, visible: np.ndarray, logs: list[bytes]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Customer windows and recent-event sequences from the customers' logs.
+
+    Event i sees the first visible[i] records of logs[log_of[i]] (its own record and those folded before it).
+    Returns (raw [n, 2 * N_WINDOWS] (count, sum) per window, seq_raw [n, SEQ_LEN + 1, 3] newest first,
+    seq_count [n]), as `features.compute_raw_offline` lays them out.
+    """
+    parsed = [np.frombuffer(log, dtype=RECORD_DTYPE) for log in logs]
+    width = max(F.SEQ_LEN + 1, max((len(p) for p in parsed), default=0))
+    table = np.zeros((len(parsed), width, 3))
+    for k, p in enumerate(parsed):
+        table[k, : len(p), 0], table[k, : len(p), 1], table[k, : len(p), 2] = p["time"], p["amount"], p["risk"]
+    rows = table[log_of]  # [n, width, 3]
+    t, amount = rows[..., 0], rows[..., 1]
+    now = time_us.astype(np.float64)[:, None]
+    seen = (np.arange(width)[None, :] < visible[:, None]) & (t <= now)
+    raw = np.empty((len(time_us), 2 * F.N_WINDOWS))
+    for k, w in enumerate(F.WINDOWS_DAYS):
+        inside = seen & (t > now - w * F.US_PER_DAY)
+        raw[:, 2 * k] = inside.sum(axis=1)
+        raw[:, 2 * k + 1] = np.where(inside, amount, 0.0).sum(axis=1)
+    # The newest SEQ_LEN + 1 records inside the horizon, newest (latest folded) first.
+    in_horizon = seen & (t > now - F.HORIZON_US)
+    position = np.where(in_horizon, -np.arange(width)[None, :], 1)
+    pick = np.argsort(position, axis=1, kind="stable")[:, : F.SEQ_LEN + 1]
+    seq_raw = np.take_along_axis(rows, pick[:, :, None], axis=1)
+    seq_count = np.minimum(in_horizon.sum(axis=1), F.SEQ_LEN + 1)
+    seq_raw[np.arange(F.SEQ_LEN + 1)[None, :] >= seq_count[:, None]] = 0.0
+    return raw, seq_raw, seq_count

@@ -1,0 +1,46 @@
+-- Phase 1 of a fold: the terminals of one hash-tag shard. Each terminal's state is a fixed-size ring of day
+-- buckets, so folding an event costs the same whatever the terminal's traffic. The window arithmetic is done by
+-- the feature service (services/feature_service/aggregates.py), from the rings this returns.
+--
+-- KEYS:  the ring keys t{<tag>}:<terminal> of the distinct terminals of this call (all in the call's slot).
+-- ARGV:  ttl_s, tag ("{t3}"), packed events (per event '<Ii': 1-based index into KEYS, UTC day), then one
+--        transaction id per event.
+-- State: t{tag}:<terminal>  string  64 entries '<iii' (day, transactions, frauds), entry = day mod 64
+--        x{tag}:<txid>      string  "<ring key>|<day>|<fraud 0/1>": label routing and idempotency
+-- Reply: {one byte per event ('1' folded now, '0' already folded), ring of KEYS[1], ..., ring of KEYS[#KEYS]}
+-- (a terminal without state has the empty string as its ring).
+local ttl = tonumber(ARGV[1])
+local tag = ARGV[2]
+local packed = ARGV[3]
+local n = #packed / 8
+local SLOTS, ENTRY = 64, 12
+local empty = string.rep(struct.pack('<iii', -1, 0, 0), SLOTS)
+local rings, fresh = {}, {}
+for i = 1, n do
+  local k, day = struct.unpack('<Ii', packed, (i - 1) * 8 + 1)
+  local route = KEYS[k] .. '|' .. day .. '|0'
+  if redis.call('SET', 'x' .. tag .. ':' .. ARGV[3 + i], route, 'NX', 'EX', ttl) then
+    local ring = rings[k] or redis.call('GET', KEYS[k]) or empty
+    local pos = (day % SLOTS) * ENTRY + 1
+    local stamp, count, frauds = struct.unpack('<iii', ring, pos)
+    -- An entry holding an older day is reused; one holding a newer day (an event over 64 days late) is kept.
+    if stamp <= day then
+      if stamp < day then count, frauds = 0, 0 end
+      ring = string.sub(ring, 1, pos - 1) .. struct.pack('<iii', day, count + 1, frauds) .. string.sub(ring, pos + ENTRY)
+    end
+    rings[k] = ring
+    fresh[i] = '1'
+  else
+    fresh[i] = '0'
+  end
+end
+local reply = {table.concat(fresh)}
+for k = 1, #KEYS do
+  if rings[k] then
+    redis.call('SET', KEYS[k], rings[k], 'EX', ttl)
+    reply[k + 1] = rings[k]
+  else
+    reply[k + 1] = redis.call('GET', KEYS[k]) or ''
+  end
+end
+return reply
