@@ -47,6 +47,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2
 from hdrh.histogram import HdrHistogram
 
+from scoring.bench_fold import fold_cost, format_fold_cost, redis_account
 from scoring.features import LABEL_DELAY_DAYS, SEQ_FEATURE_NAMES, SEQ_LEN, US_PER_DAY
 from scoring.replay import ANSWER_KINDS, answer_kind, replay_batches, replay_stream, transaction
 from scoring.v1 import features_pb2, features_pb2_grpc, gateway_pb2, gateway_pb2_grpc, types_pb2
@@ -1029,13 +1030,14 @@ async def saturated_throughput(gateway: str, source: EventSource, prefix: str, *
 
 
 async def saturated_replay(gateway: str, source: EventSource, prefix: str, events: int = 50_000,
-                           batch: int = 500) -> dict[str, Any]:
+                           batch: int = 500, redis_url: str | None = None) -> dict[str, Any]:
     """A client replaying history as fast as the gateway takes it, at the stack's own budget: on ScoreStream (one
     event a message) and on ScoreBatchStream (batches of `batch`). Admission sets the pace; what counts is the
     answered rate and the share of full answers (target: 99%, 0 errors)."""
     out: dict[str, Any] = {"events": events, "batch_size": batch}
     for mode in ("stream", "batch"):
         transactions = source.transactions(events, f"{prefix}{mode}-")
+        redis_before = await redis_account(redis_url) if redis_url else None
         if mode == "stream":
             got = await replay_stream(gateway, transactions, 0, timeout_s=900)
         else:
@@ -1047,6 +1049,9 @@ async def saturated_replay(gateway: str, source: EventSource, prefix: str, event
             "full_share": round(got.kinds["full"] / max(got.answered, 1), 5),
             "errors": sum(got.errors.values()),
         }
+        if redis_before is not None and redis_url:
+            cpu_after, _ = await redis_account(redis_url)
+            out[mode]["redis_cpu_us_per_event"] = round(1e6 * (cpu_after - redis_before[0]) / max(got.answered, 1), 1)
         await asyncio.sleep(1.0)
     return out
 
@@ -1059,7 +1064,9 @@ def format_saturated_replay(sat: dict[str, Any]) -> list[str]:
         lines.append(f"Saturated replay of {sat['events']:,} events on {rpc}, as fast as the gateway takes them: "
                      f"{m['events_per_s']:,.0f} events/s, full answers {m['full_share']:.2%} (target 99%), "
                      f"fallbacks f/e/u/l {_fallbacks(m['answers'])}, errors {m['errors']:,}, lost {m['lost']:,}, "
-                     f"answered twice {m['duplicates']:,}.")
+                     f"answered twice {m['duplicates']:,}"
+                     + (f"; Redis {m['redis_cpu_us_per_event']:.1f} us of CPU per event (INFO cpu)."
+                        if "redis_cpu_us_per_event" in m else "."))
     return lines
 
 
@@ -1493,6 +1500,9 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             ceilings["echo"] = await echo_ceiling(source.fork(), run_tag, stack.config.logs, tick_s=config.tick_s,
                                                   max_outstanding=config.max_outstanding)
             ceilings["redis"] = await redis_ceiling(stack.redis_url)
+            # Redis's own CPU per folded event (INFO cpu / commandstats), folds straight to the store.
+            ceilings["fold_cost"] = await fold_cost(stack.redis_url)
+            summary.extend(format_fold_cost(ceilings["fold_cost"]))
             if warm.features is not None and warm.sequences is not None:
                 ceilings["triton"] = await triton_ceiling(stack.triton_address, "fraud_ensemble", warm.features,
                                                           warm.sequences)
@@ -1549,7 +1559,8 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             print("saturated replay: 50,000 events on ScoreStream, then on ScoreBatchStream in 500s, as fast as the "
                   "gateway takes them ...", flush=True)
             await report_due_labels(gateway, source, labels)
-            sat = await saturated_replay(gateway, source, f"{run_tag}sat")
+            sat = await saturated_replay(gateway, source, f"{run_tag}sat",
+                                         redis_url=stack.redis_url if stack is not None else None)
             result["saturated_replay"] = sat
             summary.extend(format_saturated_replay(sat))
             for line in format_saturated_replay(sat):

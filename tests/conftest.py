@@ -58,8 +58,15 @@ async def cluster_feature_service(tmp_path_factory: pytest.TempPathFactory) -> A
     import asyncio
     import sys
 
-    from scoring.launcher import Child, create_redis_cluster, free_cluster_ports, free_port, grpc_serving, \
-        redis_ready, redis_server_binary
+    from scoring.launcher import (
+        Child,
+        create_redis_cluster,
+        free_cluster_ports,
+        free_port,
+        grpc_serving,
+        redis_ready,
+        redis_server_binary,
+    )
 
     logs = tmp_path_factory.mktemp("cluster-logs")
     ports = free_cluster_ports()

@@ -136,6 +136,29 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEME)
 
 
+def _fused(terminal: str, customer: str) -> str:
+    """One script running terminal.lua then customer.lua, each as a function of its own KEYS and ARGV: on a single
+    Redis a small batch folds in one command. KEYS: the terminal call's, then the customer call's; ARGV: the
+    number of terminal KEYS and of terminal ARGV, then the terminal call's ARGV, then the customer call's."""
+    return f"""local function terminal_phase(KEYS, ARGV)
+{terminal}
+end
+local function customer_phase(KEYS, ARGV)
+{customer}
+end
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tk, ck, ta, ca = {{}}, {{}}, {{}}, {{}}
+for i = 1, #KEYS do
+  if i <= nk then tk[#tk + 1] = KEYS[i] else ck[#ck + 1] = KEYS[i] end
+end
+for i = 3, #ARGV do
+  if i - 2 <= na then ta[#ta + 1] = ARGV[i] else ca[#ca + 1] = ARGV[i] end
+end
+local t = terminal_phase(tk, ta)
+return {{t, customer_phase(ck, ca)}}
+"""
+
+
 class _Scripts:
     """The three scripts by SHA, loaded on every primary; reloaded once when Redis has forgotten them."""
 
@@ -143,6 +166,7 @@ class _Scripts:
 
     def __init__(self) -> None:
         self.text = {name: (_HERE / f"{name}.lua").read_text() for name in self.NAMES}
+        self.text["fold"] = _fused(self.text["terminal"], self.text["customer"])
         self.sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in self.text.items()}
 
     async def load(self, client: redis.Redis | RedisCluster) -> None:
@@ -156,22 +180,12 @@ class _Scripts:
             return [await self._call(client, *calls[0])]
         return list(await asyncio.gather(*(self._call(client, *call) for call in calls)))
 
-    async def pipeline(self, client: redis.Redis, calls: list[_Call]) -> list[Any]:
-        """Script calls in order on one connection of a single Redis, in one round trip."""
-        results = await self._pipelined(client, calls)
-        if any(isinstance(r, NoScriptError) for r in results):  # Redis restarted since the scripts were loaded
-            await self.load(client)
-            results = await self._pipelined(client, calls)  # the folds are idempotent: running one twice is safe
-        for r in results:
-            if isinstance(r, Exception):
-                raise r
-        return results
-
-    async def _pipelined(self, client: redis.Redis, calls: list[_Call]) -> list[Any]:
-        async with client.pipeline(transaction=False) as pipe:
-            for name, keys, args in calls:
-                pipe.evalsha(self.sha[name], len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
+    async def both(self, client: redis.Redis, terminal: _Call, customer: _Call) -> tuple[Any, Any]:
+        """Both phases of a fold in one command on a single Redis (fold: the two scripts as functions)."""
+        (_, t_keys, t_args), (_, c_keys, c_args) = terminal, customer
+        keys, args = [*t_keys, *c_keys], [len(t_keys), len(t_args), *t_args, *c_args]
+        t_reply, c_reply = await self._call(client, "fold", keys, args)
+        return t_reply, c_reply
 
     async def _call(self, client: redis.Redis | RedisCluster, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -309,12 +323,12 @@ class FeatureStore:
         n = len(batch)
         t_groups, t_calls = self._terminal_calls(batch, day)
         if self.shards == 1 and n <= ONE_TRIP_MAX_EVENTS:
-            # One Redis runs the two scripts in order on one connection: one round trip, the risk read from the
-            # rings that phase 1 has just written. (A large batch rather pays the second round trip, once for
-            # many events, than Redis reading every ring twice.)
+            # One Redis runs both scripts in one command, the risk read from the rings that phase 1 has just
+            # written. (A large batch rather pays the second round trip, once for many events, than Redis reading
+            # every ring twice.)
             assert isinstance(self.redis, redis.Redis)
             c_groups, c_calls = self._customer_calls(batch, None, t_groups[0])
-            t_reply, c_reply = await self._scripts.pipeline(self.redis, [*t_calls, *c_calls])
+            t_reply, c_reply = await self._scripts.both(self.redis, t_calls[0], c_calls[0])
             return self._terminal_result(n, t_groups, [t_reply]), self._customer_result(n, c_groups, [c_reply])
         terminals = self._terminal_result(n, t_groups, await self._scripts.run(self.redis, t_calls))
         t_raw = aggregates.terminal_raw(day, terminals[1], terminals[2])
