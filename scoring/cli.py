@@ -148,7 +148,8 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Open-loop load on a local stack (or --gateway), with the raw ceilings; `make bench` runs the standard set."""
-    from scoring.bench import MODES, BenchConfig, command_line, main, parse_rates
+    from scoring.bench.runner import BenchConfig, command_line, main, parse_rates
+    from scoring.bench.workload import MODES
 
     if args.mode is not None and args.mode not in MODES:
         raise SystemExit(f"--mode must be one of {', '.join(MODES)}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from scoring.bench import CHANNEL_OPTIONS, EventSource
+from scoring.bench.workload import CHANNEL_OPTIONS, EventSource
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from scoring.bench import _histogram
+from scoring.bench.recorder import _histogram
 from scoring.chaos.client import DEGRADED, ERROR, FULL, UNANSWERED, Ledger, ResilientStream, TransactionSource, feed
 from scoring.chaos.faults import Fault
 from scoring.chaos.targets import ChaosTarget

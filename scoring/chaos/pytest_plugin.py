@@ -51,7 +51,7 @@ def chaos_target(chaos_stack: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def chaos_source(artifacts: Path) -> Any:
-    from scoring.bench import EventSource
+    from scoring.bench.workload import EventSource
     from scoring.chaos.client import TransactionSource
 
     return TransactionSource(EventSource.from_artifacts(artifacts, warm_days=0))

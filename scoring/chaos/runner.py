@@ -59,7 +59,7 @@ class ChaosConfig:
 
 async def run_suite(target: ChaosTarget, faults: list[str], artifacts: Path, timing: Timing, rounds: int = 1,
                     verbose: bool = True) -> list[Report]:
-    from scoring.bench import EventSource
+    from scoring.bench.workload import EventSource
     from scoring.chaos.client import TransactionSource
 
     source = TransactionSource(EventSource.from_artifacts(artifacts, warm_days=0))

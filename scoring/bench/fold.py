@@ -3,7 +3,7 @@
 most of their history. Run against any checkout (the store's interface is unchanged since issue 4), so that an
 A/B of two state layouts uses the same command:
 
-    python -m scoring.bench_fold --url redis://127.0.0.1:6379/0
+    python -m scoring.bench.fold --url redis://127.0.0.1:6379/0
 
 `scoring bench` runs it on the stack's Redis and prints it beside the stack's figures.
 """

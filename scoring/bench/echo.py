@@ -1,4 +1,4 @@
-"""A gRPC echo of the Gateway API for `scoring bench`'s ceilings: `python -m scoring.bench_echo --port N`.
+"""A gRPC echo of the Gateway API for `scoring bench`'s ceilings: `python -m scoring.bench.echo --port N`.
 
 Same messages, same Python grpc.aio server stack (`GrpcServer`, health included) as the gateway, but no work
 behind it: every event is answered at once with a fixed response. What the load generator reaches against it is
