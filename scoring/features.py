@@ -9,10 +9,11 @@ exactly that.
 
 Definitions (after the baseline of Le Borgne et al., *Reproducible ML for Credit Card Fraud Detection*, ch. 3):
 - customer windows (t - w, t], current event included: number of transactions and mean amount, w in 1/7/30 d;
-- terminal windows of whole UTC days, delayed by d = 7 days because labels arrive late: for an event on day D,
-  the w days D - d - w .. D - d - 1 (number of transactions and fraud risk = frauds / transactions, 0 when
-  none). Every label of those days is known by the start of day D when labels arrive d days after their
-  transaction; day buckets keep the terminal's state at a fixed size whatever its traffic (issue 14);
+- terminal windows of whole 6-hour UTC buckets, delayed by d = 7 days because labels arrive late: for an event
+  in bucket H, the 4w buckets H - 4d - 4w .. H - 4d - 1 (number of transactions and fraud risk = frauds /
+  transactions, 0 when none). Every label of those buckets is known by the start of bucket H when labels arrive
+  d days after their transaction; buckets keep a terminal's state at a fixed size whatever its traffic (issue
+  14), and 6 hours rather than a day keep the window's end 3 hours from t - d on average, not 12;
 - flags: weekend (UTC Saturday or Sunday) and night (UTC hour <= 6);
 - the customer's last SEQ_LEN events within the 30-day horizon, oldest first, for the sequence model.
 Events are processed in (event time, arrival) order; ties keep arrival order on both sides.
@@ -31,6 +32,10 @@ SEQ_LEN: Final = 8
 # Which window's terminal risk each sequence step carries (7 days).
 SEQ_RISK_WINDOW_INDEX: Final = 1
 HORIZON_DAYS: Final = max(WINDOWS_DAYS)
+# Terminal windows count whole buckets of this many per UTC day.
+TERMINAL_BUCKETS_PER_DAY: Final = 4
+TERMINAL_BUCKET_US: Final = US_PER_DAY // TERMINAL_BUCKETS_PER_DAY
+TERMINAL_DELAY_BUCKETS: Final = LABEL_DELAY_DAYS * TERMINAL_BUCKETS_PER_DAY
 HORIZON_US: Final = HORIZON_DAYS * US_PER_DAY
 
 FEATURE_NAMES: Final[tuple[str, ...]] = (
@@ -164,15 +169,16 @@ def compute_raw_offline(
         raw[c_order, 2 * k] = positions - start + 1
         raw[c_order, 2 * k + 1] = c_cum[positions + 1] - c_cum[start]
 
-    # Terminal windows over whole days: keys (terminal rank, day), so a window is a range of day keys.
-    day = time_us // US_PER_DAY
-    day_span = int(day.max() - day.min()) + LABEL_DELAY_DAYS + HORIZON_DAYS + 2 if n else 1
-    t_order, t_key = _group_keys(np.asarray(terminal), day, day_span)
+    # Terminal windows over whole buckets: keys (terminal rank, bucket), so a window is a range of bucket keys.
+    bucket = time_us // TERMINAL_BUCKET_US
+    per_day = TERMINAL_BUCKETS_PER_DAY
+    bucket_span = int(bucket.max() - bucket.min()) + TERMINAL_DELAY_BUCKETS + HORIZON_DAYS * per_day + 2 if n else 1
+    t_order, t_key = _group_keys(np.asarray(terminal), bucket, bucket_span)
     t_cum_fraud = np.concatenate([[0.0], np.cumsum(fraud[t_order])])
-    end = np.searchsorted(t_key, t_key - LABEL_DELAY_DAYS, side="left")
+    end = np.searchsorted(t_key, t_key - TERMINAL_DELAY_BUCKETS, side="left")
     base = 2 * N_WINDOWS
     for k, w in enumerate(WINDOWS_DAYS):
-        start = np.searchsorted(t_key, t_key - LABEL_DELAY_DAYS - w, side="left")
+        start = np.searchsorted(t_key, t_key - TERMINAL_DELAY_BUCKETS - w * per_day, side="left")
         raw[t_order, base + 2 * k] = end - start
         raw[t_order, base + 2 * k + 1] = t_cum_fraud[end] - t_cum_fraud[start]
 

@@ -13,14 +13,15 @@ import numpy as np
 
 from scoring import features as F
 
-RING_SLOTS: Final = 64  # day buckets per terminal (terminal.lua); more than the delay plus the longest window
-RING_DTYPE: Final = np.dtype([("day", "<i4"), ("count", "<i4"), ("frauds", "<i4")])
+# Buckets per terminal (terminal.lua): more than the delay plus the longest window, plus the current bucket.
+RING_SLOTS: Final = 160
+RING_DTYPE: Final = np.dtype([("bucket", "<i4"), ("count", "<i4"), ("frauds", "<i4")])
 EMPTY_RING: Final = np.array([(-1, 0, 0)] * RING_SLOTS, dtype=RING_DTYPE)
 # A customer's log record (customer.lua): event time (us), amount, terminal risk then, 8-byte id hash.
 RECORD_DTYPE: Final = np.dtype([("time", "<f8"), ("amount", "<f8"), ("risk", "<f8"), ("id_hash", "V8")])
-# Days back from an event's day that its terminal windows cover: D - d - 1 (newest) .. D - d - longest window.
-_TERMINAL_LAGS: Final = F.LABEL_DELAY_DAYS + 1 + np.arange(F.HORIZON_DAYS)
-assert RING_SLOTS > F.LABEL_DELAY_DAYS + F.HORIZON_DAYS + 1
+# Buckets back from an event's bucket H that its terminal windows cover: H - 4d - 1 (newest) .. the longest window.
+_TERMINAL_LAGS: Final = F.TERMINAL_DELAY_BUCKETS + 1 + np.arange(F.HORIZON_DAYS * F.TERMINAL_BUCKETS_PER_DAY)
+assert RING_SLOTS > _TERMINAL_LAGS[-1]
 
 
 def parse_rings(rings: list[bytes]) -> np.ndarray:
@@ -31,18 +32,18 @@ def parse_rings(rings: list[bytes]) -> np.ndarray:
     return out
 
 
-def terminal_raw(day: np.ndarray, ring_of: np.ndarray, rings: np.ndarray) -> np.ndarray:
-    """[n, 2 * N_WINDOWS] (transactions, frauds) per terminal window for events on `day` (UTC day numbers), whose
-    terminals' rings are rings[ring_of]."""
-    days = day[:, None] - _TERMINAL_LAGS[None, :]
-    entries = rings[ring_of[:, None], days % RING_SLOTS]
-    valid = entries["day"] == days
+def terminal_raw(bucket: np.ndarray, ring_of: np.ndarray, rings: np.ndarray) -> np.ndarray:
+    """[n, 2 * N_WINDOWS] (transactions, frauds) per terminal window for events in `bucket` (time //
+    TERMINAL_BUCKET_US), whose terminals' rings are rings[ring_of]."""
+    buckets = bucket[:, None] - _TERMINAL_LAGS[None, :]
+    entries = rings[ring_of[:, None], buckets % RING_SLOTS]
+    valid = entries["bucket"] == buckets
     counts = np.where(valid, entries["count"], 0).cumsum(axis=1)
     frauds = np.where(valid, entries["frauds"], 0).cumsum(axis=1)
-    out = np.empty((len(day), 2 * F.N_WINDOWS))
+    out = np.empty((len(bucket), 2 * F.N_WINDOWS))
     for k, w in enumerate(F.WINDOWS_DAYS):
-        out[:, 2 * k] = counts[:, w - 1]
-        out[:, 2 * k + 1] = frauds[:, w - 1]
+        out[:, 2 * k] = counts[:, w * F.TERMINAL_BUCKETS_PER_DAY - 1]
+        out[:, 2 * k + 1] = frauds[:, w * F.TERMINAL_BUCKETS_PER_DAY - 1]
     return out
 
 

@@ -9,7 +9,8 @@
 --        8-byte hash of its transaction id. With a ring index, the risk is computed here from the ring (the
 --        7-day window of aggregates.py, read after terminal.lua folded the batch), so that both phases go in one
 --        round trip; on a cluster the ring is in another slot and the feature service sends the risk.
---        ARGV[4]: the number of log keys; ARGV[5], ARGV[6]: the label delay and that window, in days.
+--        ARGV[4]: the number of log keys; ARGV[5..8]: the label delay and that window in buckets, the bucket's
+--        length in us, the ring's slots.
 -- Reply: {per event '<dd' (records visible to it: its own record and those before it, folded now 1/0),
 --         log of KEYS[1], ..., log of KEYS[#KEYS]}
 local ttl = tonumber(ARGV[1])
@@ -17,8 +18,9 @@ local horizon = tonumber(ARGV[2])
 local packed = ARGV[3]
 local n_logs = tonumber(ARGV[4])
 local REC, EV, DAY = 32, 40, 86400000000
-local SLOTS, ENTRY = 64, 12
-local DELAY, RISK_DAYS = tonumber(ARGV[5]), tonumber(ARGV[6])
+local ENTRY = 12
+local DELAY, RISK_BUCKETS = tonumber(ARGV[5]), tonumber(ARGV[6])
+local BUCKET, SLOTS = tonumber(ARGV[7]), tonumber(ARGV[8])
 local n = #packed / EV
 local logs, dirty, out, rings = {}, {}, {}, {}
 for i = 1, n do
@@ -31,12 +33,12 @@ for i = 1, n do
       ring = redis.call('GET', KEYS[n_logs + r]) or ''
       rings[r] = ring
     end
-    local day = math.floor(struct.unpack('<d', rec) / DAY)
+    local bucket = math.floor(struct.unpack('<d', rec) / BUCKET)
     local count, frauds = 0, 0
     if #ring > 0 then
-      for lag = DELAY + 1, DELAY + RISK_DAYS do
-        local stamp, c, f = struct.unpack('<iii', ring, ((day - lag) % SLOTS) * ENTRY + 1)
-        if stamp == day - lag then count, frauds = count + c, frauds + f end
+      for lag = DELAY + 1, DELAY + RISK_BUCKETS do
+        local stamp, c, f = struct.unpack('<iii', ring, ((bucket - lag) % SLOTS) * ENTRY + 1)
+        if stamp == bucket - lag then count, frauds = count + c, frauds + f end
       end
     end
     local risk = 0.0

@@ -1,31 +1,32 @@
--- Folds delayed labels into the terminals' day buckets of one hash-tag shard, in one round trip.
--- KEYS[1]: the shard's tag ("{t3}"), for routing only. ARGV: tag, then per label transaction_id, fraud ("1"/"0");
+-- Folds delayed labels into the terminals' time buckets of one hash-tag shard, in one round trip.
+-- KEYS[1]: the shard's tag ("{t3}"), for routing only. ARGV: tag, ring slots, then per label transaction_id,
+-- fraud ("1"/"0");
 -- a "0" withdraws an earlier fraud report. A label is counted once whatever how often it is re-sent: the
 -- transaction's routing entry remembers its current label.
 -- Reply: one byte per label, '1' where this shard knows the transaction (a transaction lives in the shard of its
 -- terminal, which a label does not name: with several shards, every shard is asked).
 local tag = ARGV[1]
-local SLOTS, ENTRY = 64, 12
-local n = (#ARGV - 1) / 2
+local SLOTS, ENTRY = tonumber(ARGV[2]), 12
+local n = (#ARGV - 2) / 2
 local found = {}
 for i = 1, n do
-  local txid, fraud = ARGV[2 * i], ARGV[2 * i + 1]
+  local txid, fraud = ARGV[2 * i + 1], ARGV[2 * i + 2]
   local rkey = 'x' .. tag .. ':' .. txid
   local route = redis.call('GET', rkey)
   if route then
-    local ring_key, day_s, flag = string.match(route, '^(.*)|(%-?%d+)|([01])$')
+    local ring_key, bucket_s, flag = string.match(route, '^(.*)|(%-?%d+)|([01])$')
     if flag ~= fraud then
-      local day = tonumber(day_s)
+      local bucket = tonumber(bucket_s)
       local ring = redis.call('GET', ring_key)
       if ring then
-        local pos = (day % SLOTS) * ENTRY + 1
+        local pos = (bucket % SLOTS) * ENTRY + 1
         local stamp, count, frauds = struct.unpack('<iii', ring, pos)
-        if stamp == day then
+        if stamp == bucket then
           frauds = frauds + (fraud == '1' and 1 or -1)
           redis.call('SETRANGE', ring_key, pos - 1, struct.pack('<iii', stamp, count, frauds))
         end
       end
-      redis.call('SET', rkey, ring_key .. '|' .. day_s .. '|' .. fraud, 'KEEPTTL')
+      redis.call('SET', rkey, ring_key .. '|' .. bucket_s .. '|' .. fraud, 'KEEPTTL')
     end
     found[i] = '1'
   else

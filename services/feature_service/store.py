@@ -1,7 +1,7 @@
 """Redis-backed per-entity state of the feature service.
 
 A fold is two phases, each one script call per hash-tag shard (so each call touches one Redis Cluster slot):
-terminal.lua folds the batch's terminals (day buckets, label routing, idempotency), then customer.lua folds its
+terminal.lua folds the batch's terminals (time buckets, label routing, idempotency), then customer.lua folds its
 customers (the recent-event log, each record carrying the terminal risk that phase 1 gave the event). Redis does
 a few fixed-cost commands per event; the window arithmetic is done here, over arrays (`aggregates`).
 
@@ -39,10 +39,16 @@ REFOLD_CHUNK_EVENTS = 32
 ONE_TRIP_MAX_EVENTS = 32
 CLUSTER_SCHEME = "redis+cluster://"
 _EVENT_DTYPE = np.dtype([("key", "<u4"), ("ring", "<u4"), ("record", aggregates.RECORD_DTYPE)])
-# The window whose terminal risk a customer's log record carries (customer.lua computes it on a single Redis).
-_RISK_WINDOW = (F.LABEL_DELAY_DAYS, F.WINDOWS_DAYS[F.SEQ_RISK_WINDOW_INDEX])
+# The window whose terminal risk a customer's log record carries (customer.lua computes it on a single Redis), in
+# buckets, the bucket's length and the ring's slots.
+_RISK_WINDOW = (
+    F.TERMINAL_DELAY_BUCKETS,
+    F.WINDOWS_DAYS[F.SEQ_RISK_WINDOW_INDEX] * F.TERMINAL_BUCKETS_PER_DAY,
+    F.TERMINAL_BUCKET_US,
+    aggregates.RING_SLOTS,
+)
 _Call = tuple[str, list[str], list[Any]]
-_TERMINAL_EVENT_DTYPE = np.dtype([("key", "<u4"), ("day", "<i4")])
+_TERMINAL_EVENT_DTYPE = np.dtype([("key", "<u4"), ("bucket", "<i4")])
 
 
 class StoreUnavailable(Exception):
@@ -256,13 +262,19 @@ class FeatureStore:
         finally:
             self._in_order.release()
 
-    def _terminal_calls(self, batch: EventBatch, day: np.ndarray) -> tuple[list[_Shard], list[_Call]]:
+    def _terminal_calls(self, batch: EventBatch, bucket: np.ndarray) -> tuple[list[_Shard], list[_Call]]:
         groups = _split(batch.terminal_id, "t", self.shards)
         calls = []
         for g in groups:
             packed = np.empty(len(g.events), dtype=_TERMINAL_EVENT_DTYPE)
-            packed["key"], packed["day"] = g.key_index, day[g.events]
-            args = [self.state_ttl_s, g.tag, packed.tobytes(), *(batch.transaction_id[i] for i in g.events)]
+            packed["key"], packed["bucket"] = g.key_index, bucket[g.events]
+            args = [
+                self.state_ttl_s,
+                g.tag,
+                aggregates.RING_SLOTS,
+                packed.tobytes(),
+                *(batch.transaction_id[i] for i in g.events),
+            ]
             calls.append(("terminal", g.keys, args))
         return groups, calls
 
@@ -319,9 +331,9 @@ class FeatureStore:
             logs.extend(reply[1:])
         return fresh, log_of, visible, logs
 
-    async def _both_phases(self, batch: EventBatch, day: np.ndarray) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    async def _both_phases(self, batch: EventBatch, bucket: np.ndarray) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         n = len(batch)
-        t_groups, t_calls = self._terminal_calls(batch, day)
+        t_groups, t_calls = self._terminal_calls(batch, bucket)
         if self.shards == 1 and n <= ONE_TRIP_MAX_EVENTS:
             # One Redis runs both scripts in one command, the risk read from the rings that phase 1 has just
             # written. (A large batch rather pays the second round trip, once for many events, than Redis reading
@@ -331,13 +343,13 @@ class FeatureStore:
             t_reply, c_reply = await self._scripts.both(self.redis, t_calls[0], c_calls[0])
             return self._terminal_result(n, t_groups, [t_reply]), self._customer_result(n, c_groups, [c_reply])
         terminals = self._terminal_result(n, t_groups, await self._scripts.run(self.redis, t_calls))
-        t_raw = aggregates.terminal_raw(day, terminals[1], terminals[2])
+        t_raw = aggregates.terminal_raw(bucket, terminals[1], terminals[2])
         c_groups, c_calls = self._customer_calls(batch, _risk(t_raw), None)
         return terminals, self._customer_result(n, c_groups, await self._scripts.run(self.redis, c_calls))
 
     async def _fold(self, batch: EventBatch, *, live: bool, derive: bool) -> tuple[FeatureBatch | None, int]:
         n = len(batch)
-        day = batch.event_time_us // F.US_PER_DAY
+        bucket = batch.event_time_us // F.TERMINAL_BUCKET_US
         # A manual span rather than the redis instrumentation: that one would copy the scripts' arguments (every
         # event of the batch) into db.statement.
         with _tracer.start_as_current_span(
@@ -351,14 +363,14 @@ class FeatureStore:
                     if span.is_recording():
                         span.set_attributes({"db.system": "redis", "db.operation": "EVALSHA", "scoring.batch_size": n})
                         span.add_event("lock acquired")
-                    (t_fresh, ring_of, rings), (c_fresh, log_of, visible, logs) = await self._both_phases(batch, day)
+                    (t_fresh, ring_of, rings), (c_fresh, log_of, visible, logs) = await self._both_phases(batch, bucket)
             except redis.RedisError as exc:
                 span.set_status(trace.StatusCode.ERROR, str(exc))
                 raise StoreUnavailable(str(exc)) from exc
         folded = int((t_fresh | c_fresh).sum())
         if not derive:
             return None, folded
-        t_raw = aggregates.terminal_raw(day, ring_of, rings)
+        t_raw = aggregates.terminal_raw(bucket, ring_of, rings)
         c_raw, seq_raw, seq_count = aggregates.customer_raw(batch.event_time_us, log_of, visible, logs)
         raw = np.concatenate([c_raw, t_raw], axis=1)
         return (
@@ -406,7 +418,8 @@ class FeatureStore:
         known = np.zeros(n, dtype=bool)
         # A label names its transaction only; the transaction lives in its terminal's shard: every shard is asked.
         tags = [shard_tag("t", s) for s in range(self.shards)]
-        for reply in await self._scripts.run(self.labels_redis, [("labels", [tag], [tag, *args]) for tag in tags]):
+        calls = [("labels", [tag], [tag, aggregates.RING_SLOTS, *args]) for tag in tags]
+        for reply in await self._scripts.run(self.labels_redis, calls):
             known |= np.frombuffer(reply, dtype=np.uint8) == ord("1")
         return int(known.sum())
 

@@ -1,32 +1,33 @@
--- Phase 1 of a fold: the terminals of one hash-tag shard. Each terminal's state is a fixed-size ring of day
--- buckets, so folding an event costs the same whatever the terminal's traffic. The window arithmetic is done by
+-- Phase 1 of a fold: the terminals of one hash-tag shard. Each terminal's state is a fixed-size ring of time
+-- buckets (6 hours: scoring/features.py), so folding an event costs the same whatever the terminal's traffic. The window arithmetic is done by
 -- the feature service (services/feature_service/aggregates.py), from the rings this returns.
 --
 -- KEYS:  the ring keys t{<tag>}:<terminal> of the distinct terminals of this call (all in the call's slot).
--- ARGV:  ttl_s, tag ("{t3}"), packed events (per event '<Ii': 1-based index into KEYS, UTC day), then one
---        transaction id per event.
--- State: t{tag}:<terminal>  string  64 entries '<iii' (day, transactions, frauds), entry = day mod 64
---        x{tag}:<txid>      string  "<ring key>|<day>|<fraud 0/1>": label routing and idempotency
+-- ARGV:  ttl_s, tag ("{t3}"), ring slots, packed events (per event '<Ii': 1-based index into KEYS, bucket), then
+--        one transaction id per event.
+-- State: t{tag}:<terminal>  string  slots entries '<iii' (bucket, transactions, frauds), entry = bucket mod slots
+--        x{tag}:<txid>      string  "<ring key>|<bucket>|<fraud 0/1>": label routing and idempotency
 -- Reply: {one byte per event ('1' folded now, '0' already folded), ring of KEYS[1], ..., ring of KEYS[#KEYS]}
 -- (a terminal without state has the empty string as its ring).
 local ttl = tonumber(ARGV[1])
 local tag = ARGV[2]
-local packed = ARGV[3]
+local SLOTS = tonumber(ARGV[3])
+local packed = ARGV[4]
 local n = #packed / 8
-local SLOTS, ENTRY = 64, 12
+local ENTRY = 12
 local empty = string.rep(struct.pack('<iii', -1, 0, 0), SLOTS)
 local rings, fresh = {}, {}
 for i = 1, n do
-  local k, day = struct.unpack('<Ii', packed, (i - 1) * 8 + 1)
-  local route = KEYS[k] .. '|' .. day .. '|0'
-  if redis.call('SET', 'x' .. tag .. ':' .. ARGV[3 + i], route, 'NX', 'EX', ttl) then
+  local k, bucket = struct.unpack('<Ii', packed, (i - 1) * 8 + 1)
+  local route = KEYS[k] .. '|' .. bucket .. '|0'
+  if redis.call('SET', 'x' .. tag .. ':' .. ARGV[4 + i], route, 'NX', 'EX', ttl) then
     local ring = rings[k] or redis.call('GET', KEYS[k]) or empty
-    local pos = (day % SLOTS) * ENTRY + 1
+    local pos = (bucket % SLOTS) * ENTRY + 1
     local stamp, count, frauds = struct.unpack('<iii', ring, pos)
-    -- An entry holding an older day is reused; one holding a newer day (an event over 64 days late) is kept.
-    if stamp <= day then
-      if stamp < day then count, frauds = 0, 0 end
-      ring = string.sub(ring, 1, pos - 1) .. struct.pack('<iii', day, count + 1, frauds) .. string.sub(ring, pos + ENTRY)
+    -- An entry holding an older bucket is reused; one holding a newer one (an event a whole ring late) is kept.
+    if stamp <= bucket then
+      if stamp < bucket then count, frauds = 0, 0 end
+      ring = string.sub(ring, 1, pos - 1) .. struct.pack('<iii', bucket, count + 1, frauds) .. string.sub(ring, pos + ENTRY)
     end
     rings[k] = ring
     fresh[i] = '1'

@@ -88,7 +88,7 @@ async def test_a_batch_over_many_slots_is_folded_whole_and_in_order_per_entity(f
 async def test_labels_count_once_and_can_be_withdrawn(feature_address) -> None:
     prefix = uuid.uuid4().hex[:8]
     rows = [(f"e{i}", T0 + i, f"c{i}", "shop", 5.0) for i in range(4)]
-    probe_time = T0 + 8 * DAY  # day 0 is in the 1-day window of an event on day 8
+    probe_time = T0 + 8 * DAY  # the first 6 hours of day 0 are in the 1-day window of an event 8 days later
 
     async def risk(stub, name: str) -> float:
         (features, _) = await fold(stub, request(prefix, [(name, probe_time, "probe", "shop", 1.0)]))

@@ -44,21 +44,22 @@ def test_terminal_risk_uses_only_the_delayed_period() -> None:
     assert feats[2, col("terminal_risk_7day")] == 0
     assert feats[3, col("terminal_nb_tx_7day")] == 2
     assert feats[3, col("terminal_risk_7day")] == 1.0
-    # Whole UTC days: the 1-day window of an event on day 8 is day 0, all of it.
+    # Whole 6-hour buckets: the 1-day window of an event at 8 days 00:00 is the 4 buckets of day 0.
     assert feats[3, col("terminal_nb_tx_1day")] == 2
 
 
-def test_terminal_windows_are_whole_days_ending_the_day_before_the_delay() -> None:
-    # An event late on day 7 is 7 days and 23 hours after day 0's events, but day 0's labels may not all be in
-    # yet on day 7 (they arrive 7 days after their transaction): day 0 counts only from day 8 on.
-    times = [T0 + 3600 * 10**6, T0 + 7 * DAY + 23 * 3600 * 10**6, T0 + 8 * DAY, T0 + 38 * DAY - 1]
-    feats, _ = compute(times, [1, 2, 3, 4], [5, 5, 5, 5], [1.0, 1.0, 1.0, 1.0], [1, 0, 0, 0])
+def test_terminal_windows_are_whole_6_hour_buckets_ending_before_the_delay() -> None:
+    H = DAY // 4
+    # Day 0's event at 01:00 is in bucket 0. At 7 days + 5 h (bucket 28) its label may not be in yet (it arrives
+    # 7 days after the transaction, at 7 days + 1 h): the bucket counts from bucket 29 (7 days + 6 h) on.
+    hour = 3600 * 10**6
+    times = [T0 + hour, T0 + 7 * DAY + 5 * hour, T0 + 7 * DAY + H, T0 + 8 * DAY + H - 1, T0 + 8 * DAY + H]
+    feats, _ = compute(times, [1, 2, 3, 4, 5], [5, 5, 5, 5, 5], [1.0] * 5, [1, 0, 0, 0, 0])
     assert feats[1, col("terminal_nb_tx_30day")] == 0
     assert feats[2, col("terminal_nb_tx_1day")] == 1 and feats[2, col("terminal_risk_1day")] == 1.0
-    # Day 37: the 30-day window is days 0..29 (day 0's event and day 7's); day 8's event is in it too.
-    assert feats[3, col("terminal_nb_tx_30day")] == 3
-    assert feats[3, col("terminal_risk_30day")] == pytest.approx(1 / 3)
-    assert feats[3, col("terminal_nb_tx_7day")] == 0
+    # The 1-day window is 4 buckets: at 8 days + 6 h - 1 us (bucket 32) it is buckets 0..3; one us later, 1..4.
+    assert feats[3, col("terminal_nb_tx_1day")] == 1
+    assert feats[4, col("terminal_nb_tx_1day")] == 0 and feats[4, col("terminal_nb_tx_7day")] == 1
 
 
 def test_flags_follow_utc_weekday_and_hour() -> None:
