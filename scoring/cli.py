@@ -162,6 +162,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         features=args.features, command=command_line(sys.argv[1:]),
     )
     config.ceilings = args.ceilings if args.ceilings is not None else config.standard
+    config.floor = args.floor if args.floor is not None else config.standard
     standard = config.standard
     config.json_path = args.json or (Path("docs/benchmarks.json") if standard else None)
     config.markdown_path = args.markdown or (Path("docs/benchmarks.md") if standard else None)
@@ -268,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--features", default=None, help="with --gateway: its feature service, for the warm-up")
     bench.add_argument("--ceilings", action=argparse.BooleanOptionalAction, default=None,
                        help="measure the echo/Redis/Triton ceilings (default: with the standard set)")
+    bench.add_argument("--floor", action=argparse.BooleanOptionalAction, default=None,
+                       help="the same-shape floor (the gateway before stages that do no work) after each step "
+                            "(default: with the standard set)")
     bench.add_argument("--json", type=Path, default=None, help="write the result (standard: docs/benchmarks.json)")
     bench.add_argument("--markdown", type=Path, default=None, help="write a report (standard: docs/benchmarks.md)")
     bench.set_defaults(func=cmd_bench)

@@ -59,7 +59,8 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
 
 
 TABLE_HEADER = ("step", "mode", "target/s", "sent/s", "answered/s", "p50", "p90", "p99", "p99.9", "max",
-                "filter", "ensemble", "full", "fallbacks f/e/u/l", "degraded", "errors", "pass")
+                "filter", "ensemble", "full", "fallbacks f/e/u/l", "degraded", "errors", "floor p99", "p99/floor",
+                "pass")
 
 
 def _fallbacks(answers: dict[str, int]) -> str:
@@ -80,6 +81,8 @@ def table_rows(steps: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             f"{share.get('filter', 0):.1%}", f"{share.get('ensemble', 0):.1%}",
             f"{s.get('answers', {}).get('full', 0):,}", _fallbacks(s.get("answers", {})),
             f"{sum(s['degraded'].values()):,}", f"{errors:,}",
+            _fmt(s["floor"]["latency_ms"]["p99"]) if "floor" in s else "-",
+            f"{s['p99_over_floor']:.2f}" if "p99_over_floor" in s else "-",
             "-" if s["passed"] is None else ("yes" if s["passed"] else "no"),
         ))
     return rows

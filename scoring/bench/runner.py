@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from scoring.bench.ceilings import echo_ceiling, redis_ceiling, tracing_overhead, triton_ceiling
 from scoring.bench.driver import run_step, saturated_replay
+from scoring.bench.floor import floor
 from scoring.bench.fold import fold_cost, format_fold_cost
 from scoring.bench.recorder import CpuMeter, Criteria, StepResult, highest_passing
 from scoring.bench.report import (
@@ -77,6 +78,8 @@ class BenchConfig:
     # Well below 1 / (one event's time through every stage), so the closed loop never queues behind itself.
     single_rate: float = 100.0
     ceilings: bool = True
+    # The same-shape floor (scoring.bench.floor) at every rate the graph is swept at.
+    floor: bool = True
     stop_after_saturated: int = 2
     json_path: Path | None = None
     markdown_path: Path | None = None
@@ -137,7 +140,8 @@ async def restart_filter(stack: Any, threshold: float | None, timeout_s: float =
 
 async def _sweep(address: str, source: EventSource, config: BenchConfig, mode: str, rates: Sequence[float],
                  run_tag: str, first: int, cpu: CpuMeter | None, stop_early: bool,
-                 labels: LabelCount) -> list[StepResult]:
+                 labels: LabelCount, floor_gateway: str | None = None,
+                 floors: dict[str, StepResult] | None = None) -> list[StepResult]:
     steps: list[StepResult] = []
     failures = 0
     for k, rate in enumerate(rates):
@@ -152,6 +156,18 @@ async def _sweep(address: str, source: EventSource, config: BenchConfig, mode: s
         print(f"  {step.name}: answered {step.answered_per_s:,.0f}/s p99 {step.percentile_ms(99):.2f} ms "
               f"ensemble {step.ensemble_share:.1%} errors {step.error_count:,} "
               f"{'pass' if step.passed else 'FAIL: ' + '; '.join(step.fail_reasons)}", flush=True)
+        if floor_gateway is not None and floors is not None:
+            # The same load on the same hops without the work, right after the graph's step.
+            await asyncio.sleep(1.0)
+            floor_load = build_load(source, mode, rate, config.duration_s, f"{run_tag}f{first + k}-", config.tick_s)
+            floor_step = await run_step(floor_gateway, floor_load, name=f"floor {name}", rate=rate,
+                                        duration_s=config.duration_s, max_outstanding=config.max_outstanding,
+                                        streams=config.streams)
+            del floor_load
+            floors[name] = floor_step
+            print(f"    floor: answered {floor_step.answered_per_s:,.0f}/s p99 {floor_step.percentile_ms(99):.2f} ms "
+                  f"(graph / floor p99 {step.percentile_ms(99) / max(floor_step.percentile_ms(99), 1e-9):.2f})",
+                  flush=True)
         # Only saturation ends a sweep early (a sporadic p99 or error miss at a low rate does not): the answered
         # rate falls short of the target, or the median is past the p99 limit.
         saturated = (step.answered_per_s < config.criteria.min_answered_ratio * rate
@@ -194,8 +210,9 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
     steps: list[StepResult] = []
     summary: list[str] = result["summary"]
     labels = LabelCount()
+    floors: dict[str, StepResult] = {}
 
-    async def body(gateway: str, features: str | None, stack: Any) -> None:
+    async def body(gateway: str, features: str | None, stack: Any, floor_gateway: str | None = None) -> None:
         cpu = None
         if stack is not None:
             cpu = CpuMeter(lambda: {name: child.pid for name, child in stack.children.items() if child.pid})
@@ -256,7 +273,8 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
         for mode, rates in plan:
             print(f"sweep {mode}: {', '.join(f'{r:g}' for r in rates)} events/s, {config.duration_s:g} s each ...",
                   flush=True)
-            swept = await _sweep(gateway, source, config, mode, rates, run_tag, first, cpu, config.standard, labels)
+            swept = await _sweep(gateway, source, config, mode, rates, run_tag, first, cpu, config.standard, labels,
+                                 floor_gateway, floors)
             first += len(swept)
             steps.extend(swept)
             best = highest_passing(swept)
@@ -267,6 +285,11 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
                                + ("" if best is None else
                                   f" (p99 {next(s for s in swept if s.target_rate == best).percentile_ms(99):.2f} ms,"
                                   f" ensemble {next(s for s in swept if s.target_rate == best).ensemble_share:.1%})"))
+            if floors:
+                ratios = [f"{s.target_rate:,.0f}/s {s.percentile_ms(99) / floors[s.name].percentile_ms(99):.2f}x"
+                          for s in swept if s.name in floors and floors[s.name].answered]
+                summary.append(f"{mode}: graph p99 / same-shape floor p99 (target at most 1.5x at every passing "
+                               f"rate): {', '.join(ratios)}.")
 
         if config.standard:
             print("saturated replay: 50,000 events on ScoreStream, then on ScoreBatchStream in 500s, as fast as the "
@@ -302,8 +325,18 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
         async with Stack(stack_config) as stack:
             pids = " ".join(f"{c.name}={c.pid}" for c in stack.children.values())
             print(f"  ready in {time.monotonic() - t:.1f} s: gateway {stack.gateway_address} ({pids})", flush=True)
-            await body(stack.gateway_address, stack.addresses["feature_service"], stack)
+            if config.floor:
+                print("starting the same-shape floor (the gateway in front of stages that do no work) ...", flush=True)
+                async with floor(stack.service_env(), stack.config.logs) as floor_gateway:
+                    await body(stack.gateway_address, stack.addresses["feature_service"], stack, floor_gateway)
+            else:
+                await body(stack.gateway_address, stack.addresses["feature_service"], stack)
     result["steps"] = [s.to_dict() for s in steps]
+    for d in result["steps"]:
+        f = floors.get(d["name"])
+        if f is not None and f.answered:
+            d["floor"] = {k: v for k, v in f.to_dict().items() if k in ("latency_ms", "answered_per_s", "answers")}
+            d["p99_over_floor"] = round(d["latency_ms"]["p99"] / max(f.percentile_ms(99), 1e-9), 2)
     result["settings"]["labels_during_bench"] = {"sent": labels.sent, "accepted": labels.accepted}
     result["settings"]["event_days"] = round((source.next_time_us() - source.warm_end_us) / US_PER_DAY, 2)
     result["loadavg_end"] = list(os.getloadavg())
