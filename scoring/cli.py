@@ -36,11 +36,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from scoring.replay import frame_transactions, load_replay_frame, replay_batches, replay_stream
+    from scoring.replay import frame_transactions, load_replay_frame, replay_batches, replay_columns, replay_stream
 
     frame = load_replay_frame(args.artifacts, args.events, args.offset)
     transactions = frame_transactions(frame)
-    if args.batch:
+    if args.columns:
+        result = asyncio.run(replay_columns(args.gateway, transactions, args.columns, budget_ms=args.budget_ms))
+    elif args.batch:
         result = asyncio.run(replay_batches(args.gateway, transactions, args.batch, budget_ms=args.budget_ms))
     else:
         result = asyncio.run(replay_stream(args.gateway, transactions, args.rate, budget_ms=args.budget_ms))
@@ -211,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="events per second (open loop); 0: as fast as the gateway takes them")
     replay.add_argument("--batch", type=int, default=0, metavar="N",
                         help="send batches of N on ScoreBatchStream, as fast as the gateway takes them")
+    replay.add_argument("--columns", type=int, default=0, metavar="N",
+                        help="send batches of N in columns on ScoreColumnsStream, as fast as the gateway takes them")
     replay.add_argument("--budget-ms", type=float, default=None,
                         help="ask for this per-event budget (metadata x-scoring-budget-ms; capped by "
                              "GATEWAY_MAX_BUDGET_MS), e.g. for a backfill")

@@ -210,6 +210,79 @@ async def replay_batches(
     return result
 
 
+def columns(transactions: list[types_pb2.Transaction]) -> gateway_pb2.ColumnarScoreRequest:
+    """Transactions as one ScoreColumnsStream request."""
+    return gateway_pb2.ColumnarScoreRequest(
+        transaction_id=[t.transaction_id for t in transactions],
+        event_time_us=[t.timestamp.seconds * 1_000_000 + t.timestamp.nanos // 1000 for t in transactions],
+        customer_id=[t.customer_id for t in transactions],
+        terminal_id=[t.terminal_id for t in transactions],
+        amount=[t.amount for t in transactions],
+    )
+
+
+def column_responses(
+    request: gateway_pb2.ColumnarScoreRequest, reply: gateway_pb2.ColumnarScoreResponse
+) -> list[types_pb2.ScoreResponse]:
+    """A columnar answer as the ScoreResponse messages ScoreBatchStream gives (for reports and comparisons)."""
+    errors = dict(zip(reply.error_rows, reply.errors, strict=True))
+    out = []
+    for i in range(len(reply.score)):
+        response = types_pb2.ScoreResponse(
+            transaction_id=request.transaction_id[i] if i < len(request.transaction_id) else "",
+            score=reply.score[i],
+            stage=reply.stage[i],
+            degraded=reply.degraded[i],
+            degraded_reason=reply.reasons[reply.reason_index[i]],
+            model_version=reply.model_versions[reply.model_index[i]],
+            filter_score=reply.filter_score[i],
+        )
+        if i in errors:
+            response.error.CopyFrom(errors[i])
+        out.append(response)
+    return out
+
+
+async def replay_columns(
+    address: str,
+    transactions: list[types_pb2.Transaction],
+    batch_size: int = 500,
+    timeout_s: float = 300.0,
+    budget_ms: float | None = None,
+    result: ReplayResult | None = None,
+) -> ReplayResult:
+    """`replay_batches` on ScoreColumnsStream: the same batches, in columns."""
+    result = ReplayResult() if result is None else result
+    sent: list[tuple[float, gateway_pb2.ColumnarScoreRequest]] = []
+
+    async def requests() -> AsyncIterator[gateway_pb2.ColumnarScoreRequest]:
+        for start in range(0, len(transactions), batch_size):
+            request = columns(transactions[start : start + batch_size])
+            sent.append((time.perf_counter(), request))
+            result.sent += len(request.transaction_id)
+            yield request
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        started = time.perf_counter()
+        seen: set[str] = set()
+        k = 0
+        async for reply in stub.ScoreColumnsStream(requests(), timeout=timeout_s, metadata=budget_metadata(budget_ms)):
+            sent_at, request = sent[k]
+            took_us = max(1, int((time.perf_counter() - sent_at) * 1e6))
+            k += 1
+            for response in column_responses(request, reply):
+                if response.transaction_id in seen:
+                    result.duplicates += 1
+                    continue
+                seen.add(response.transaction_id)
+                result.answered += 1
+                result.latency_us.record_value(took_us)
+                record(result, response)
+        result.elapsed_s = time.perf_counter() - started
+    return result
+
+
 def record(result: ReplayResult, response: types_pb2.ScoreResponse) -> None:
     kind = answer_kind(response)
     result.kinds[kind] += 1

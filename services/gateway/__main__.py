@@ -100,6 +100,7 @@ async def main() -> None:
         admission=admission,
         max_budget_s=settings.max_budget_ms / 1e3,
         limits=Limits(max_amount=settings.max_amount, min_event_time_s=settings.min_event_time_s),
+        max_group_events=settings.max_batch_events,
     )
     server = GrpcServer(
         "gateway",

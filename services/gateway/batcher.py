@@ -6,6 +6,10 @@ the next batch takes all of them (up to `max_batch`) as soon as that stage is ov
 sending it several small batches at once only queues them there; one batch at the feature stage and up to
 `max_inflight_batches` in the later stages makes batches grow with the load instead of the queue. The queue is
 bounded: past `max_queued` a submit fails with `Overloaded` at once, so memory cannot grow without bound.
+
+A queued item is one event (`submit`: a future per event) or a group of them (`submit_group`: a columnar batch,
+one future for all, its outcome as arrays), so a columnar client costs no Python object per event. A group is
+never split across micro-batches; `submit_group` cuts it into groups of at most `max_batch` events.
 """
 
 from __future__ import annotations
@@ -52,6 +56,90 @@ class _Pending:
     future: asyncio.Future[Outcome]
     span: Span  # the event's span (non-recording unless sampled)
 
+    @property
+    def size(self) -> int:
+        return 1
+
+
+@dataclass(slots=True)
+class _Group:
+    batch: EventBatch
+    deadline: float
+    budget: float
+    future: asyncio.Future[BatchOutcome]
+    span: Span
+
+    @property
+    def size(self) -> int:
+        return len(self.batch)
+
+
+def slice_outcome(outcome: BatchOutcome, lo: int, hi: int) -> BatchOutcome:
+    return BatchOutcome(
+        score=outcome.score[lo:hi],
+        filter_score=outcome.filter_score[lo:hi],
+        stage=outcome.stage[lo:hi],
+        degraded_reason=outcome.degraded_reason[lo:hi],
+        model_version=outcome.model_version[lo:hi],
+        error=outcome.error[lo:hi],
+        timings=outcome.timings,
+    )
+
+
+def concat_outcomes(parts: list[BatchOutcome]) -> BatchOutcome:
+    if len(parts) == 1:
+        return parts[0]
+    return BatchOutcome(
+        score=np.concatenate([p.score for p in parts]),
+        filter_score=np.concatenate([p.filter_score for p in parts]),
+        stage=np.concatenate([p.stage for p in parts]),
+        degraded_reason=[r for p in parts for r in p.degraded_reason],
+        model_version=[v for p in parts for v in p.model_version],
+        error=[e for p in parts for e in p.error],
+        timings=parts[0].timings,
+    )
+
+
+def _concat(items: list[_Pending | _Group]) -> EventBatch:
+    if len(items) == 1 and isinstance(items[0], _Group):
+        return items[0].batch
+    ids: list[str] = []
+    customers: list[str] = []
+    terminals: list[str] = []
+    times: list[np.ndarray] = []
+    amounts: list[np.ndarray] = []
+    singles: list[Event] = []
+
+    def flush_singles() -> None:
+        if singles:
+            times.append(np.fromiter((e.event_time_us for e in singles), np.int64, len(singles)))
+            amounts.append(np.fromiter((e.amount for e in singles), np.float64, len(singles)))
+            singles.clear()
+
+    for item in items:
+        if isinstance(item, _Pending):
+            e = item.event
+            ids.append(e.transaction_id)
+            customers.append(e.customer_id)
+            terminals.append(e.terminal_id)
+            singles.append(e)
+        else:
+            flush_singles()
+            b = item.batch
+            ids += b.transaction_id
+            customers += b.customer_id
+            terminals += b.terminal_id
+            times.append(b.event_time_us)
+            amounts.append(b.amount)
+    flush_singles()
+    return EventBatch(
+        transaction_id=ids,
+        event_time_us=np.concatenate(times),
+        customer_id=customers,
+        terminal_id=terminals,
+        amount=np.concatenate(amounts),
+    )
+
 
 class MicroBatcher:
     def __init__(
@@ -71,7 +159,8 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.batch_wait_s = batch_wait_us / 1e6
         self.max_queued = max_queued
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[_Pending | _Group] = deque()
+        self._queued_events = 0
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(max_inflight_batches)
         self._feature_slots = asyncio.Semaphore(max(1, min(features_inflight_batches, max_inflight_batches)))
@@ -79,7 +168,7 @@ class MicroBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         M.INFLIGHT_BATCHES.set_function(lambda: self._inflight)
-        M.QUEUED_EVENTS.set_function(lambda: len(self._queue))
+        M.QUEUED_EVENTS.set_function(lambda: self._queued_events)
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="micro-batcher")
@@ -92,16 +181,36 @@ class MicroBatcher:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return self._queued_events
 
     def submit(self, event: Event, deadline: float) -> asyncio.Future[Outcome]:
-        if len(self._queue) >= self.max_queued:
-            raise Overloaded(f"{len(self._queue)} events queued")
+        if self._queued_events >= self.max_queued:
+            raise Overloaded(f"{self._queued_events} events queued")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         span = tracing.submitting()  # the event's span, handed over by the server (tracing.submit)
         self._queue.append(_Pending(event, deadline, deadline - time.monotonic(), future, span))
+        self._queued_events += 1
         self._wakeup.set()
         return future
+
+    def submit_group(self, batch: EventBatch, deadline: float, span: Span) -> list[asyncio.Future[BatchOutcome]]:
+        """A columnar batch, in groups of at most max_batch events: one future per group, in order."""
+        if self._queued_events + len(batch) > self.max_queued and self._queued_events:
+            raise Overloaded(f"{self._queued_events} events queued")
+        loop = asyncio.get_running_loop()
+        budget = deadline - time.monotonic()
+        futures: list[asyncio.Future[BatchOutcome]] = []
+        for lo in range(0, len(batch), self.max_batch):
+            hi = min(len(batch), lo + self.max_batch)
+            part = batch if (lo, hi) == (0, len(batch)) else EventBatch(
+                batch.transaction_id[lo:hi], batch.event_time_us[lo:hi], batch.customer_id[lo:hi],
+                batch.terminal_id[lo:hi], batch.amount[lo:hi])
+            future: asyncio.Future[BatchOutcome] = loop.create_future()
+            self._queue.append(_Group(part, deadline, budget, future, span))
+            futures.append(future)
+        self._queued_events += len(batch)
+        self._wakeup.set()
+        return futures
 
     async def _run(self) -> None:
         while True:
@@ -111,10 +220,16 @@ class MicroBatcher:
                 continue
             await self._slots.acquire()
             await self._feature_slots.acquire()
-            if self._inflight > 0 and len(self._queue) < self.max_batch and self.batch_wait_s > 0:
+            if self._inflight > 0 and self._queued_events < self.max_batch and self.batch_wait_s > 0:
                 await asyncio.sleep(self.batch_wait_s)
-            take = min(len(self._queue), self.max_batch)
-            batch = [self._queue.popleft() for _ in range(take)]
+            # Whole items up to max_batch events (at least one item: a group is at most max_batch itself).
+            batch: list[_Pending | _Group] = []
+            taken = 0
+            while self._queue and (not batch or taken + self._queue[0].size <= self.max_batch):
+                item = self._queue.popleft()
+                batch.append(item)
+                taken += item.size
+            self._queued_events -= taken
             if not self._queue:
                 self._wakeup.clear()
             self._inflight += 1
@@ -122,7 +237,7 @@ class MicroBatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _process(self, pending: list[_Pending]) -> None:
+    async def _process(self, pending: list[_Pending | _Group]) -> None:
         released = False
 
         def features_done() -> None:
@@ -134,16 +249,10 @@ class MicroBatcher:
         try:
             live = [p for p in pending if not p.future.done()]
             if live:
-                batch = EventBatch(
-                    transaction_id=[p.event.transaction_id for p in live],
-                    event_time_us=np.fromiter((p.event.event_time_us for p in live), np.int64, len(live)),
-                    customer_id=[p.event.customer_id for p in live],
-                    terminal_id=[p.event.terminal_id for p in live],
-                    amount=np.fromiter((p.event.amount for p in live), np.float64, len(live)),
-                )
+                batch = _concat(live)
                 urgent = min(live, key=lambda p: p.deadline)
                 started = time.monotonic()
-                batch_span = tracing.batch_span([p.span for p in live], len(live))
+                batch_span = tracing.batch_span([p.span for p in live], len(batch))
                 # Downstream calls take their parent from here: the batch's span when an event of it is sampled,
                 # else the first event's unsampled span, so that the stages follow its "not sampled" decision.
                 parent = batch_span if batch_span is not None else live[0].span
@@ -155,36 +264,51 @@ class MicroBatcher:
                 except Exception as exc:  # a bug must not leave events unanswered
                     log.exception("cascade failed")
                     outcome = self.cascade.last_resort_outcome(batch, f"internal_{type(exc).__name__}")
-                _count(outcome, live)
+                arrival = np.repeat([p.deadline - p.budget for p in live], [p.size for p in live])
+                budget = np.repeat([p.budget for p in live], [p.size for p in live])
+                _count(outcome, arrival)
                 if self.admission is not None:
-                    _observe(self.admission, outcome, live, self.cascade.shares, urgent.budget)
+                    _observe(self.admission, outcome, arrival, budget, self.cascade.shares, urgent.budget)
                 if batch_span is not None:
                     _trace(outcome, live, started)
                     batch_span.end()
-                for i, p in enumerate(live):
-                    if not p.future.done():
-                        p.future.set_result(
-                            Outcome(
-                                score=float(outcome.score[i]),
-                                filter_score=float(outcome.filter_score[i]),
-                                stage=int(outcome.stage[i]),
-                                degraded_reason=outcome.degraded_reason[i],
-                                model_version=outcome.model_version[i],
-                                error=outcome.error[i],
-                            )
-                        )
+                _answer(outcome, live)
         finally:
             features_done()
             self._inflight -= 1
             self._slots.release()
 
 
-def _count(outcome: BatchOutcome, live: list[_Pending]) -> None:
+def outcome_at(outcome: BatchOutcome, i: int) -> Outcome:
+    return Outcome(
+        score=float(outcome.score[i]),
+        filter_score=float(outcome.filter_score[i]),
+        stage=int(outcome.stage[i]),
+        degraded_reason=outcome.degraded_reason[i],
+        model_version=outcome.model_version[i],
+        error=outcome.error[i],
+    )
+
+
+def _answer(outcome: BatchOutcome, live: list[_Pending | _Group]) -> None:
+    i = 0
+    for p in live:
+        if isinstance(p, _Pending):
+            if not p.future.done():
+                p.future.set_result(outcome_at(outcome, i))
+            i += 1
+        else:
+            if not p.future.done():
+                p.future.set_result(slice_outcome(outcome, i, i + p.size))
+            i += p.size
+
+
+def _count(outcome: BatchOutcome, arrival: np.ndarray) -> None:
     """The batch's metrics, one update per distinct label rather than per event (this runs on the hot path)."""
     now = time.monotonic()
-    M.BATCH_SIZE.observe(len(live))
-    for p in live:
-        M.EVENT_LATENCY.observe(now - (p.deadline - p.budget))  # deadline - budget = arrival
+    M.BATCH_SIZE.observe(len(arrival))
+    for latency in (now - arrival).tolist():
+        M.EVENT_LATENCY.observe(latency)
     errors = sum(1 for e in outcome.error if e)
     if errors:
         M.ERRORS.labels("UNAVAILABLE").inc(errors)
@@ -200,7 +324,12 @@ def _late(reason: str) -> bool:
 
 
 def _observe(
-    admission: AdmissionLimit, outcome: BatchOutcome, live: list[_Pending], shares: StageShares, budget_s: float
+    admission: AdmissionLimit,
+    outcome: BatchOutcome,
+    arrival: np.ndarray,
+    budget: np.ndarray,
+    shares: StageShares,
+    budget_s: float,
 ) -> None:
     """Was this batch answered in time? An answer past the admission's share of its budget, a stage that took more
     than that share of its own time (the early warning: a stage cut off degrades the whole batch), a stage cut off
@@ -208,10 +337,10 @@ def _observe(
     serve in time. (A hung stage times out too; the limit's floor, which scales with the budget, keeps the gateway
     taking enough events meanwhile, and the stage's breaker soon stops the waiting.)"""
     now = time.monotonic()
-    admitted_at = min(p.deadline - p.budget for p in live)
+    admitted_at = float(arrival.min())
     reasons = set(outcome.degraded_reason) | set(outcome.error)
-    late = any(admission.is_late(now - (p.deadline - p.budget), p.budget) for p in live)
-    if not late and len(live) > admission.minimum:
+    late = bool(((now - arrival) > admission.latency_fraction * budget).any())
+    if not late and len(arrival) > admission.minimum:
         # Only a batch larger than the floor: at the floor a stage's time is its cost per call, not the batch's size.
         own = {"features": shares.features, "filter": shares.filter, "ensemble": shares.ensemble}
         late = any(admission.is_late(took, own[stage] * budget_s) for stage, took in outcome.timings.items())
@@ -220,14 +349,18 @@ def _observe(
     # Only answers given by every stage in time say that more would be served in time: while a stage is skipped
     # (its circuit open) answers are quick because they lack it, and growing then would overload it on its return.
     full = not (reasons - {""})
-    admission.observe(admitted_at=admitted_at, late=late, events=len(live), full=full)
+    admission.observe(admitted_at=admitted_at, late=late, events=len(arrival), full=full)
 
 
-def _trace(outcome: BatchOutcome, live: list[_Pending], started: float) -> None:
+def _trace(outcome: BatchOutcome, live: list[_Pending | _Group], started: float) -> None:
+    """Each sampled event's answer on its span; a group's span carries its first event's."""
     now = time.monotonic()
-    for i, p in enumerate(live):
+    size = len(outcome.score)
+    i = 0
+    for p in live:
         if p.span.is_recording():
             arrival = p.deadline - p.budget
             tracing.record(
-                p.span, outcome, i, size=len(live), budget_s=p.budget, queued_s=started - arrival, total_s=now - arrival
+                p.span, outcome, i, size=size, budget_s=p.budget, queued_s=started - arrival, total_s=now - arrival
             )
+        i += p.size

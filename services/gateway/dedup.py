@@ -19,14 +19,20 @@ service's idempotent folds (keyed by transaction id) keep the answers exactly-on
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+from opentelemetry.trace import Span
 from prometheus_client import Counter, Gauge
 
-from services.gateway.batcher import Outcome
+from services.feature_service.store import EventBatch
+from services.gateway.batcher import MicroBatcher, Outcome, outcome_at
+from services.gateway.cascade import BatchOutcome
 from services.gateway.validation import Event, FieldError
 
 REPLAYED = Counter(
@@ -48,6 +54,58 @@ def _fingerprint(event: Event) -> _Fingerprint:
     return (event.event_time_us, event.customer_id, event.terminal_id, event.amount)
 
 
+@dataclass
+class GroupSubmission:
+    """A columnar batch handed to the batcher: which of its rows were sent for scoring, and what became of the
+    others."""
+
+    rows: list[int]  # rows of the batch sent for scoring, ascending; their outcomes are `futures` in order
+    futures: list[asyncio.Future[BatchOutcome]]
+    replays: dict[int, asyncio.Future[Outcome]] = field(default_factory=dict)  # row -> an earlier answer of its id
+    # row -> an id already used for another event (the field is the column's name: the caller adds the row)
+    refused: dict[int, FieldError] = field(default_factory=dict)
+
+
+class _GroupSlot:
+    """A cache entry for an event scored in a group: row `index` of the group's outcome."""
+
+    __slots__ = ("future", "index")
+
+    def __init__(self, future: asyncio.Future[BatchOutcome], index: int) -> None:
+        self.future = future
+        self.index = index
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def answer(self) -> asyncio.Future[Outcome]:
+        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def settle(group: asyncio.Future[BatchOutcome]) -> None:
+            if answer.done():
+                return
+            if group.cancelled():
+                answer.cancel()
+            elif group.exception() is not None:
+                answer.set_exception(group.exception())  # type: ignore[arg-type]
+            else:
+                answer.set_result(outcome_at(group.result(), self.index))
+
+        if self.future.done():
+            settle(self.future)
+        else:
+            self.future.add_done_callback(settle)
+        return answer
+
+
+def submit_group(submitter: object, batch: EventBatch, deadline: float, span: Span) -> GroupSubmission:
+    """Hands a columnar batch to the cache when there is one, else straight to the batcher."""
+    if isinstance(submitter, RecentAnswers):
+        return submitter.submit_group(batch, deadline, span)
+    assert isinstance(submitter, MicroBatcher)
+    return GroupSubmission(list(range(len(batch))), submitter.submit_group(batch, deadline, span))
+
+
 class RecentAnswers:
     """A `Submitter` that sends each transaction id to `inner` at most once per window."""
 
@@ -65,8 +123,10 @@ class RecentAnswers:
         self.window_s = window_s
         self.max_events = max_events
         self._clock = clock
-        # id -> (time first seen, fingerprint, pending or answered future), oldest first.
-        self._entries: OrderedDict[str, tuple[float, _Fingerprint, asyncio.Future[Outcome]]] = OrderedDict()
+        # id -> (time first seen, fingerprint, pending or answered future or group row), oldest first.
+        self._entries: OrderedDict[str, tuple[float, _Fingerprint, asyncio.Future[Outcome] | _GroupSlot]] = (
+            OrderedDict()
+        )
         self.hits = 0
         CACHED.set_function(lambda: len(self._entries))
 
@@ -84,11 +144,69 @@ class RecentAnswers:
                 raise FieldError("transaction_id", f"{txid!r} was already used for a different event")
             self.hits += 1
             REPLAYED.labels("answered" if future.done() else "in_flight").inc()
-            return future
+            return future.answer() if isinstance(future, _GroupSlot) else future
         future = self.inner.submit(event, deadline)  # Overloaded propagates: nothing is kept
         self._entries[txid] = (now, _fingerprint(event), future)
         future.add_done_callback(lambda f: self._forget_failure(txid, f))
         return future
+
+    def submit_group(self, batch: EventBatch, deadline: float, span: Span) -> GroupSubmission:
+        """`submit` for a columnar batch: its new ids go to the batcher as groups, the others get their earlier
+        answer (an id twice in the batch: the second gets the first's)."""
+        assert isinstance(self.inner, MicroBatcher)
+        now = self._clock()
+        self._evict(now)
+        entries = self._entries
+        times, amounts = batch.event_time_us.tolist(), batch.amount.tolist()
+        fresh: list[int] = []
+        first: dict[str, tuple[int, _Fingerprint]] = {}
+        replays: dict[int, asyncio.Future[Outcome]] = {}
+        repeats: dict[int, int] = {}
+        refused: dict[int, FieldError] = {}
+        for i, txid in enumerate(batch.transaction_id):
+            fingerprint = (times[i], batch.customer_id[i], batch.terminal_id[i], amounts[i])
+            entry = entries.get(txid)
+            earlier = first.get(txid)
+            if entry is None and earlier is None:
+                first[txid] = (i, fingerprint)
+                fresh.append(i)
+                continue
+            known = entry[1] if entry is not None else earlier[1]  # type: ignore[index]
+            if known != fingerprint:
+                refused[i] = FieldError("transaction_id", f"{txid!r} was already used for a different event")
+                continue
+            self.hits += 1
+            if entry is not None:
+                answer = entry[2]
+                REPLAYED.labels("answered" if answer.done() else "in_flight").inc()
+                replays[i] = answer.answer() if isinstance(answer, _GroupSlot) else answer
+            else:
+                REPLAYED.labels("in_flight").inc()
+                repeats[i] = earlier[0]  # type: ignore[index]
+        part = batch if len(fresh) == len(batch) else _rows(batch, fresh)
+        groups = self.inner.submit_group(part, deadline, span) if fresh else []  # Overloaded: nothing kept
+        slots: dict[int, _GroupSlot] = {}
+        k = 0
+        for group in groups:
+            chunk = fresh[k : k + self.inner.max_batch]
+            ids = [batch.transaction_id[i] for i in chunk]
+            for j, i in enumerate(chunk):
+                slot = slots[i] = _GroupSlot(group, j)
+                entries[ids[j]] = (now, first[ids[j]][1], slot)
+            group.add_done_callback(functools.partial(self._forget_group, ids))
+            k += len(chunk)
+        for i, row in repeats.items():
+            replays[i] = slots[row].answer()
+        return GroupSubmission(fresh, groups, replays, refused)
+
+    def _forget_group(self, txids: list[str], future: asyncio.Future[BatchOutcome]) -> None:
+        failed = future.cancelled() or future.exception() is not None
+        errors = None if failed else future.result().error
+        for j, txid in enumerate(txids):
+            if failed or (errors is not None and errors[j]):
+                entry = self._entries.get(txid)
+                if entry is not None and isinstance(entry[2], _GroupSlot) and entry[2].future is future:
+                    del self._entries[txid]
 
     def _forget_failure(self, txid: str, future: asyncio.Future[Outcome]) -> None:
         """An error (or a cancelled future, at shutdown) is not an answer worth repeating: a retry is scored."""
@@ -108,3 +226,14 @@ class RecentAnswers:
                 # Full of events still in flight: keep them (they are bounded by the batcher's queue) and stop.
                 break
             entries.popitem(last=False)
+
+
+def _rows(batch: EventBatch, rows: list[int]) -> EventBatch:
+    idx = np.asarray(rows, dtype=np.int64)
+    return EventBatch(
+        transaction_id=[batch.transaction_id[i] for i in rows],
+        event_time_us=batch.event_time_us[idx],
+        customer_id=[batch.customer_id[i] for i in rows],
+        terminal_id=[batch.terminal_id[i] for i in rows],
+        amount=batch.amount[idx],
+    )

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -26,43 +25,20 @@ from services.gateway import metrics as M
 from services.gateway import tracing
 from services.gateway.admission import AdmissionLimit
 from services.gateway.batcher import Outcome, Overloaded
+from services.gateway.budget import event_deadline, requested_budget_s
+from services.gateway.columns import score_columns
 from services.gateway.dedup import Submitter
 from services.gateway.stages import FeatureClient, StageError
 from services.gateway.validation import DEFAULT_LIMITS, Event, FieldError, Limits, validate
 
 log = logging.getLogger(__name__)
 
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 _STAGES = {1: types_pb2.STAGE_FILTER, 2: types_pb2.STAGE_ENSEMBLE, 3: types_pb2.STAGE_NONE}
-# Per call (unary) or per stream: the budget the client asks for, in milliseconds, up to GATEWAY_MAX_BUDGET_MS.
-BUDGET_KEY = "x-scoring-budget-ms"
 # Labels have a budget of their own: seconds, not the events' milliseconds (they queue behind event folds). More
 # than the feature service's own label budget (FEATURES_LABELS_TIMEOUT_S, 10 s), so that its answer arrives.
 LABELS_TIMEOUT_S = 15.0
-
-
-def requested_budget_s(metadata: Sequence[tuple[str, str | bytes]] | None, default_s: float, max_s: float) -> float:
-    """The budget asked for with x-scoring-budget-ms, else the default; FieldError naming the key if malformed."""
-    for key, value in metadata or ():
-        if key != BUDGET_KEY:
-            continue
-        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-        try:
-            ms = float(text)
-        except ValueError:
-            ms = math.nan
-        if not math.isfinite(ms) or ms <= 0:
-            raise FieldError(BUDGET_KEY, f"must be a positive number of milliseconds, got {text!r}")
-        if ms > max_s * 1e3:
-            raise FieldError(BUDGET_KEY, f"{ms:g} ms is above the cap of {max_s * 1e3:g} ms (GATEWAY_MAX_BUDGET_MS)")
-        return ms / 1e3
-    return default_s
-
-
-def event_deadline(budget_s: float, client_remaining_s: float | None) -> float:
-    """min(the client's deadline, the budget): a client's deadline is its patience, not a request to be slow."""
-    if client_remaining_s is not None and client_remaining_s < budget_s:
-        budget_s = max(0.0, client_remaining_s)
-    return time.monotonic() + budget_s
 
 
 def _response(transaction_id: str, outcome: Outcome) -> types_pb2.ScoreResponse:
@@ -120,6 +96,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         admission: AdmissionLimit,
         max_budget_s: float = 1.0,
         limits: Limits = DEFAULT_LIMITS,
+        max_group_events: int = 256,
     ) -> None:
         self.batcher = batcher
         self.features = features
@@ -129,6 +106,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self.max_request_batch = max_request_batch
         self.admission = admission
         self.limits = limits
+        # A columnar request is handed to the micro-batcher in groups of at most this many events (its max_batch).
+        self.max_group_events = max_group_events
 
     async def _call_budget(self, context: grpc.aio.ServicerContext) -> float:
         try:
@@ -244,29 +223,65 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def ScoreBatchStream(
         self, request_iterator: AsyncIterator[gateway_pb2.ScoreBatchRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.ScoreBatchResponse]:
-        # Batches are answered in order. As many are in flight as max_inflight_per_stream events allow (at
-        # least one batch), so a client sending small batches at a high rate is pipelined, not serialised;
-        # past the bound the reader stops reading and gRPC flow control pushes back on the client.
         budget_s = await self._call_budget(context)
-        pending: asyncio.Queue[tuple[asyncio.Task[gateway_pb2.ScoreBatchResponse], int] | None] = asyncio.Queue()
         links = tracing.stream_links()
-        room = asyncio.Condition()
-        inflight = 0
         # The events of one stream are admitted in the order they were sent (asyncio.Lock is FIFO): a later message
         # must not overtake an earlier one that waits for room, or a customer's later event would be folded first.
         in_order = asyncio.Lock()
+        async for response in self._in_order(
+            request_iterator,
+            lambda request: len(request.transactions),
+            lambda request: self._score_batch(request, links, budget_s, context, in_order),
+        ):
+            yield response
+
+    @telemetry.traced_stream("/scoring.v1.Gateway/ScoreColumnsStream")
+    async def ScoreColumnsStream(
+        self, request_iterator: AsyncIterator[gateway_pb2.ColumnarScoreRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_pb2.ColumnarScoreResponse]:
+        budget_s = await self._call_budget(context)
+        links = tracing.stream_links()
+        in_order = asyncio.Lock()
+
+        def score(request: gateway_pb2.ColumnarScoreRequest) -> Awaitable[gateway_pb2.ColumnarScoreResponse]:
+            return score_columns(
+                request,
+                batcher=self.batcher,
+                admission=self.admission,
+                limits=self.limits,
+                max_request_batch=self.max_request_batch,
+                max_chunk=self.max_group_events,
+                deadline=lambda: event_deadline(budget_s, context.time_remaining()),
+                links=links,
+                in_order=in_order,
+            )
+
+        async for response in self._in_order(request_iterator, lambda request: len(request.transaction_id), score):
+            yield response
+
+    async def _in_order(
+        self,
+        request_iterator: AsyncIterator[Request],
+        size: Callable[[Request], int],
+        score: Callable[[Request], Awaitable[Response]],
+    ) -> AsyncIterator[Response]:
+        """A stream of batches answered in order. As many are in flight as max_inflight_per_stream events allow (at
+        least one batch), so a client sending small batches at a high rate is pipelined, not serialised; past the
+        bound the reader stops reading and gRPC flow control pushes back on the client."""
+        pending: asyncio.Queue[tuple[asyncio.Task[Response], int] | None] = asyncio.Queue()
+        room = asyncio.Condition()
+        inflight = 0
 
         async def read() -> None:
             nonlocal inflight
             try:
                 async for request in request_iterator:
-                    n = max(1, len(request.transactions))
+                    n = max(1, size(request))
                     async with room:
                         while inflight and inflight + n > self.max_inflight_per_stream:
                             await room.wait()
                         inflight += n
-                    task = asyncio.create_task(self._score_batch(request, links, budget_s, context, in_order))
-                    pending.put_nowait((task, n))
+                    pending.put_nowait((asyncio.create_task(score(request)), n))  # type: ignore[arg-type]
             finally:
                 pending.put_nowait(None)
 
@@ -309,12 +324,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             )
         async with in_order:
             slots = await self._admit_batch(request, links, budget_s, context)
-        responses = []
-        for tx, slot in zip(request.transactions, slots, strict=True):
-            if isinstance(slot, asyncio.Future):
-                responses.append(_response(tx.transaction_id, await slot))
-            else:
-                responses.append(slot)
+        # One wake-up for the whole batch, not one per event: awaiting 500 futures in turn resumes this coroutine
+        # once for each (measured: ~30% of the gateway's CPU at saturation).
+        futures = [slot for slot in slots if isinstance(slot, asyncio.Future)]
+        if futures:
+            await asyncio.wait(futures)
+        responses = [
+            _response(tx.transaction_id, slot.result()) if isinstance(slot, asyncio.Future) else slot
+            for tx, slot in zip(request.transactions, slots, strict=True)
+        ]
         return gateway_pb2.ScoreBatchResponse(responses=responses)
 
     async def _admit_batch(

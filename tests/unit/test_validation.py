@@ -78,7 +78,7 @@ def test_limits_are_configurable() -> None:
 
 @pytest.mark.parametrize("value", ["-1", "0", "abc", "nan", "inf", "", "1001"])
 def test_a_malformed_or_excessive_budget_request_names_the_key(value: str) -> None:
-    from services.gateway.server import BUDGET_KEY, requested_budget_s
+    from services.gateway.budget import BUDGET_KEY, requested_budget_s
 
     with pytest.raises(FieldError) as caught:
         requested_budget_s([(BUDGET_KEY, value)], 0.010, 1.0)
@@ -86,7 +86,7 @@ def test_a_malformed_or_excessive_budget_request_names_the_key(value: str) -> No
 
 
 def test_the_budget_is_the_one_asked_for_else_the_default() -> None:
-    from services.gateway.server import BUDGET_KEY, requested_budget_s
+    from services.gateway.budget import BUDGET_KEY, requested_budget_s
 
     assert requested_budget_s([("other", "5"), (BUDGET_KEY, "200")], 0.010, 1.0) == pytest.approx(0.2)
     assert requested_budget_s([(BUDGET_KEY, b"2.5")], 0.010, 1.0) == pytest.approx(0.0025)
@@ -96,9 +96,42 @@ def test_the_budget_is_the_one_asked_for_else_the_default() -> None:
 def test_a_client_deadline_shorter_than_the_budget_wins_and_a_longer_one_does_not() -> None:
     import time
 
-    from services.gateway.server import event_deadline
+    from services.gateway.budget import event_deadline
 
     now = time.monotonic()
     assert event_deadline(0.010, 2.0) - now == pytest.approx(0.010, abs=0.005)
     assert event_deadline(0.010, 0.004) - now == pytest.approx(0.004, abs=0.003)
     assert event_deadline(0.010, None) - now == pytest.approx(0.010, abs=0.005)
+
+
+def test_columns_are_checked_row_by_row_with_the_messages_of_single_events() -> None:
+    from scoring.v1 import gateway_pb2
+    from services.gateway.validation import validate_columns
+
+    now_s = 1_700_000_000
+    request = gateway_pb2.ColumnarScoreRequest(
+        transaction_id=["ok", "", "neg", "nan", "old", "late", "big", "minus0"],
+        event_time_us=[now_s * 10**6] * 4 + [-1, (now_s + 2 * 86_400) * 10**6, now_s * 10**6, now_s * 10**6],
+        customer_id=["c"] * 8,
+        terminal_id=["t"] * 8,
+        amount=[1.0, 1.0, -1.0, float("nan"), 1.0, 1.0, 2e6, -0.0],
+    )
+    valid = validate_columns(request, now_s=now_s)
+    assert {i: e.field for i, e in valid.errors.items()} == {
+        1: "transaction_id[1]", 2: "amount[2]", 3: "amount[3]", 4: "event_time_us[4]", 5: "event_time_us[5]",
+        6: "amount[6]",
+    }
+    assert str(valid.errors[2]) == "amount[2]: must not be negative"
+    assert valid.rows.tolist() == [0, 7] and valid.transaction_id == ["ok", "minus0"]
+    assert str(valid.amount[1]) == "0.0"  # -0.0 becomes 0.0, as for a single event
+
+
+def test_a_column_of_another_length_fails_every_row_naming_it() -> None:
+    from scoring.v1 import gateway_pb2
+    from services.gateway.validation import validate_columns
+
+    request = gateway_pb2.ColumnarScoreRequest(transaction_id=["a", "b"], event_time_us=[1, 2], customer_id=["c"],
+                                               terminal_id=["t", "t"], amount=[1.0, 1.0])
+    valid = validate_columns(request)
+    assert {e.field for e in valid.errors.values()} == {"customer_id"} and set(valid.errors) == {0, 1}
+    assert len(valid.rows) == 0
