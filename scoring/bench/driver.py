@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -13,7 +13,7 @@ import grpc
 from scoring.bench.fold import redis_account
 from scoring.bench.recorder import CpuMeter, StepResult, _Recorder
 from scoring.bench.workload import CHANNEL_OPTIONS, EventSource, Load, build_load
-from scoring.replay import ANSWER_KINDS, replay_batches, replay_stream
+from scoring.replay import ANSWER_KINDS, replay_batches, replay_columns, replay_stream
 from scoring.v1 import gateway_pb2_grpc
 
 
@@ -248,27 +248,43 @@ async def saturated_throughput(gateway: str, source: EventSource, prefix: str, *
 
 
 async def saturated_replay(gateway: str, source: EventSource, prefix: str, events: int = 50_000,
-                           batch: int = 500, redis_url: str | None = None) -> dict[str, Any]:
-    """A client replaying history as fast as the gateway takes it, at the stack's own budget: on ScoreStream (one
-    event a message) and on ScoreBatchStream (batches of `batch`). Admission sets the pace; what counts is the
-    answered rate and the share of full answers (target: 99%, 0 errors)."""
-    out: dict[str, Any] = {"events": events, "batch_size": batch}
-    for mode in ("stream", "batch"):
+                           batch: int = 500, redis_url: str | None = None, cpu: CpuMeter | None = None,
+                           modes: Sequence[str] = ("stream", "batch", "columns"),
+                           budget_ms: float | None = None) -> dict[str, Any]:
+    """A client replaying history as fast as the gateway takes it: on ScoreStream (one event a message), on
+    ScoreBatchStream and on ScoreColumnsStream (batches of `batch`), at the stack's own budget or at `budget_ms`.
+    Admission sets the pace; what counts is the answered rate and the share of full answers (target: 99%, 0
+    errors), and what each process spent per answered event (CPU, and Redis's own accounting)."""
+    out: dict[str, Any] = {"events": events, "batch_size": batch, "budget_ms": budget_ms}
+    for mode in modes:
         transactions = source.transactions(events, f"{prefix}{mode}-")
         redis_before = await redis_account(redis_url) if redis_url else None
+        if cpu is not None:
+            cpu.start()
         if mode == "stream":
-            got = await replay_stream(gateway, transactions, 0, timeout_s=900)
+            got = await replay_stream(gateway, transactions, 0, timeout_s=900, budget_ms=budget_ms)
+        elif mode == "batch":
+            got = await replay_batches(gateway, transactions, batch, timeout_s=900, budget_ms=budget_ms)
         else:
-            got = await replay_batches(gateway, transactions, batch, timeout_s=900)
+            got = await replay_columns(gateway, transactions, batch, timeout_s=900, budget_ms=budget_ms)
+        usage = cpu.stop() if cpu is not None else {}
+        answered = max(got.answered, 1)
         out[mode] = {
             "answered": got.answered, "lost": got.sent - got.answered, "duplicates": got.duplicates,
             "seconds": round(got.elapsed_s, 2), "events_per_s": round(got.answered / max(got.elapsed_s, 1e-9), 1),
             "answers": {k: got.kinds[k] for k in ANSWER_KINDS},
-            "full_share": round(got.kinds["full"] / max(got.answered, 1), 5),
+            "full_share": round(got.kinds["full"] / answered, 5),
+            "ensemble_share": round(got.stages.get("ensemble", 0) / answered, 5),
             "errors": sum(got.errors.values()),
         }
+        if usage:
+            # Percent of one core over the replay -> microseconds of CPU per answered event, per process.
+            per_event = {name: round(pct / 100 * got.elapsed_s / answered * 1e6, 1) for name, pct in usage.items()
+                         if name not in ("machine", "others")}
+            stack = sum(v for k, v in per_event.items() if k != "bench")
+            out[mode]["cpu_us_per_event"] = {**per_event, "stack": round(stack, 1)}
         if redis_before is not None and redis_url:
             cpu_after, _ = await redis_account(redis_url)
-            out[mode]["redis_cpu_us_per_event"] = round(1e6 * (cpu_after - redis_before[0]) / max(got.answered, 1), 1)
+            out[mode]["redis_cpu_us_per_event"] = round(1e6 * (cpu_after - redis_before[0]) / answered, 1)
         await asyncio.sleep(1.0)
     return out

@@ -166,13 +166,21 @@ def format_cpu(steps: Sequence[dict[str, Any]]) -> str:
 
 def format_saturated_replay(sat: dict[str, Any]) -> list[str]:
     lines = []
+    budget = f"a {sat['budget_ms']:g} ms budget" if sat.get("budget_ms") else "the stack's budget"
     for mode, rpc in (("stream", "ScoreStream, one event a message"),
-                      ("batch", f"ScoreBatchStream, {sat['batch_size']} a message")):
+                      ("batch", f"ScoreBatchStream, {sat['batch_size']} a message"),
+                      ("columns", f"ScoreColumnsStream, {sat['batch_size']} a message in columns")):
+        if mode not in sat:
+            continue
         m = sat[mode]
-        lines.append(f"Saturated replay of {sat['events']:,} events on {rpc}, as fast as the gateway takes them: "
-                     f"{m['events_per_s']:,.0f} events/s, full answers {m['full_share']:.2%} (target 99%), "
-                     f"fallbacks f/e/u/l {_fallbacks(m['answers'])}, errors {m['errors']:,}, lost {m['lost']:,}, "
-                     f"answered twice {m['duplicates']:,}"
+        cpu = m.get("cpu_us_per_event", {})
+        lines.append(f"Saturated replay of {sat['events']:,} events on {rpc}, at {budget}, as fast as the gateway "
+                     f"takes them: {m['events_per_s']:,.0f} events/s, full answers {m['full_share']:.2%} (target "
+                     f"99%), ensemble {m.get('ensemble_share', 0):.1%}, fallbacks f/e/u/l {_fallbacks(m['answers'])}, "
+                     f"errors {m['errors']:,}, lost {m['lost']:,}, answered twice {m['duplicates']:,}"
+                     + (f"; CPU per answered event {cpu['stack']:.0f} us for the stack ("
+                        + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items() if k not in ("stack", "bench"))
+                        + ")" if cpu else "")
                      + (f"; Redis {m['redis_cpu_us_per_event']:.1f} us of CPU per event (INFO cpu)."
                         if "redis_cpu_us_per_event" in m else "."))
     return lines

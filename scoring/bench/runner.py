@@ -295,11 +295,20 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             print("saturated replay: 50,000 events on ScoreStream, then on ScoreBatchStream in 500s, as fast as the "
                   "gateway takes them ...", flush=True)
             await report_due_labels(gateway, source, labels)
-            sat = await saturated_replay(gateway, source, f"{run_tag}sat",
-                                         redis_url=stack.redis_url if stack is not None else None)
+            redis_url = stack.redis_url if stack is not None else None
+            sat = await saturated_replay(gateway, source, f"{run_tag}sat", redis_url=redis_url, cpu=cpu)
             result["saturated_replay"] = sat
             summary.extend(format_saturated_replay(sat))
             for line in format_saturated_replay(sat):
+                print(f"  {line}", flush=True)
+            # The cost per event at saturation: a 1 s budget, so that every event is scored by every stage.
+            print("saturated replay at a 1 s budget: ScoreBatchStream and ScoreColumnsStream ...", flush=True)
+            await report_due_labels(gateway, source, labels)
+            cost = await saturated_replay(gateway, source, f"{run_tag}cost", redis_url=redis_url, cpu=cpu,
+                                          modes=("batch", "columns"), budget_ms=1000.0)
+            result["saturated_cost"] = cost
+            summary.extend(format_saturated_replay(cost))
+            for line in format_saturated_replay(cost):
                 print(f"  {line}", flush=True)
 
         if config.standard and stack is not None and stack.tracing:
