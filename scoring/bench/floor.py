@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,15 @@ async def _serve(role: str, port: int) -> None:
     await GrpcServer(f"floor_{role}", f"127.0.0.1:{port}", [_registration(role)], grace_s=1.0).serve()
 
 
+@dataclass
+class Floor:
+    gateway: str  # the floor gateway's address
+    pids: dict[str, int]  # its four processes, for CPU accounting
+
+
 @asynccontextmanager
-async def floor(env: dict[str, str], log_dir: Path, ready_timeout_s: float = 60.0) -> AsyncIterator[str]:
-    """Starts the three trivial stages and a gateway in front of them (settings from `env`, the stack's); yields
-    the floor gateway's address."""
+async def floor(env: dict[str, str], log_dir: Path, ready_timeout_s: float = 60.0) -> AsyncIterator[Floor]:
+    """Starts the three trivial stages and a gateway in front of them (settings from `env`, the stack's)."""
     from scoring.launcher import Child, free_port, grpc_serving
 
     ports = {role: free_port() for role in ("features", "filter", "triton")}
@@ -116,7 +122,7 @@ async def floor(env: dict[str, str], log_dir: Path, ready_timeout_s: float = 60.
                 if not child.alive() or asyncio.get_running_loop().time() > deadline:
                     raise RuntimeError(f"{child.name} did not start:\n{child.log_tail()}")
                 await asyncio.sleep(0.1)
-        yield gateway
+        yield Floor(gateway, {c.name: c.pid for c in children if c.pid is not None})
     finally:
         for child in reversed(children):
             if child.alive() and child.process is not None:

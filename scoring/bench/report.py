@@ -144,14 +144,16 @@ def format_ceilings(ceilings: dict[str, Any]) -> str:
 
 def format_cpu(steps: Sequence[dict[str, Any]]) -> str:
     names = ["bench", "gateway", "feature_service", "filter_model", "triton", "redis", "others", "machine"]
-    rows = [("step", *names, "stack us/event")]
+    rows = [("step", *names, "stack us/event", "floor us/event")]
     for s in steps:
         cpu = s.get("cpu_percent") or {}
         if cpu:
             # CPU time of the stack's processes (not the generator, not others) per answered event.
             stack = sum(cpu.get(n, 0.0) for n in names[1:6])
             per_event = stack / 100 * 1e6 / s["answered_per_s"] if s["answered_per_s"] else None
-            rows.append((s["name"], *(_fmt(cpu.get(n), ".0f") for n in names), _fmt(per_event, ",.0f")))
+            floor = (s.get("floor") or {}).get("cpu_us_per_event")
+            rows.append((s["name"], *(_fmt(cpu.get(n), ".0f") for n in names), _fmt(per_event, ",.0f"),
+                         _fmt(floor, ",.0f")))
     if len(rows) == 1:
         return ""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -160,7 +162,8 @@ def format_cpu(steps: Sequence[dict[str, Any]]) -> str:
     out.insert(1, "  ".join("-" * w for w in widths))
     out.append("percent of one core per process tree; 'bench' is the load generator, 'others' the rest of the machine;"
                " 'stack us/event': CPU microseconds of gateway, feature service, filter, Triton and Redis per answered"
-               " event")
+               " event; 'floor us/event': the same for the same-shape floor's four processes (gateway and trivial"
+               " stages) at the same load")
     return "\n".join(out)
 
 

@@ -20,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from scoring.bench.ceilings import echo_ceiling, redis_ceiling, tracing_overhead, triton_ceiling
 from scoring.bench.driver import run_step, saturated_replay
-from scoring.bench.floor import floor
+from scoring.bench.floor import Floor, floor
 from scoring.bench.fold import fold_cost, format_fold_cost
 from scoring.bench.recorder import CpuMeter, Criteria, StepResult, highest_passing
 from scoring.bench.report import (
@@ -140,7 +140,7 @@ async def restart_filter(stack: Any, threshold: float | None, timeout_s: float =
 
 async def _sweep(address: str, source: EventSource, config: BenchConfig, mode: str, rates: Sequence[float],
                  run_tag: str, first: int, cpu: CpuMeter | None, stop_early: bool,
-                 labels: LabelCount, floor_gateway: str | None = None,
+                 labels: LabelCount, floor_stack: Floor | None = None,
                  floors: dict[str, StepResult] | None = None) -> list[StepResult]:
     steps: list[StepResult] = []
     failures = 0
@@ -156,13 +156,13 @@ async def _sweep(address: str, source: EventSource, config: BenchConfig, mode: s
         print(f"  {step.name}: answered {step.answered_per_s:,.0f}/s p99 {step.percentile_ms(99):.2f} ms "
               f"ensemble {step.ensemble_share:.1%} errors {step.error_count:,} "
               f"{'pass' if step.passed else 'FAIL: ' + '; '.join(step.fail_reasons)}", flush=True)
-        if floor_gateway is not None and floors is not None:
+        if floor_stack is not None and floors is not None:
             # The same load on the same hops without the work, right after the graph's step.
             await asyncio.sleep(1.0)
             floor_load = build_load(source, mode, rate, config.duration_s, f"{run_tag}f{first + k}-", config.tick_s)
-            floor_step = await run_step(floor_gateway, floor_load, name=f"floor {name}", rate=rate,
+            floor_step = await run_step(floor_stack.gateway, floor_load, name=f"floor {name}", rate=rate,
                                         duration_s=config.duration_s, max_outstanding=config.max_outstanding,
-                                        streams=config.streams)
+                                        streams=config.streams, cpu=CpuMeter(floor_stack.pids))
             del floor_load
             floors[name] = floor_step
             print(f"    floor: answered {floor_step.answered_per_s:,.0f}/s p99 {floor_step.percentile_ms(99):.2f} ms "
@@ -212,7 +212,7 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
     labels = LabelCount()
     floors: dict[str, StepResult] = {}
 
-    async def body(gateway: str, features: str | None, stack: Any, floor_gateway: str | None = None) -> None:
+    async def body(gateway: str, features: str | None, stack: Any, floor_stack: Floor | None = None) -> None:
         cpu = None
         if stack is not None:
             cpu = CpuMeter(lambda: {name: child.pid for name, child in stack.children.items() if child.pid})
@@ -274,7 +274,7 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             print(f"sweep {mode}: {', '.join(f'{r:g}' for r in rates)} events/s, {config.duration_s:g} s each ...",
                   flush=True)
             swept = await _sweep(gateway, source, config, mode, rates, run_tag, first, cpu, config.standard, labels,
-                                 floor_gateway, floors)
+                                 floor_stack, floors)
             first += len(swept)
             steps.extend(swept)
             best = highest_passing(swept)
@@ -336,8 +336,8 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             print(f"  ready in {time.monotonic() - t:.1f} s: gateway {stack.gateway_address} ({pids})", flush=True)
             if config.floor:
                 print("starting the same-shape floor (the gateway in front of stages that do no work) ...", flush=True)
-                async with floor(stack.service_env(), stack.config.logs) as floor_gateway:
-                    await body(stack.gateway_address, stack.addresses["feature_service"], stack, floor_gateway)
+                async with floor(stack.service_env(), stack.config.logs) as floor_stack:
+                    await body(stack.gateway_address, stack.addresses["feature_service"], stack, floor_stack)
             else:
                 await body(stack.gateway_address, stack.addresses["feature_service"], stack)
     result["steps"] = [s.to_dict() for s in steps]
@@ -345,6 +345,9 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
         f = floors.get(d["name"])
         if f is not None and f.answered:
             d["floor"] = {k: v for k, v in f.to_dict().items() if k in ("latency_ms", "answered_per_s", "answers")}
+            floor_cpu = sum(v for k, v in (f.cpu or {}).items() if k.startswith("floor_"))
+            d["floor"]["cpu_us_per_event"] = round(floor_cpu / 100 * 1e6 / f.answered_per_s, 1) if f.answered_per_s \
+                else None
             d["p99_over_floor"] = round(d["latency_ms"]["p99"] / max(f.percentile_ms(99), 1e-9), 2)
     result["settings"]["labels_during_bench"] = {"sent": labels.sent, "accepted": labels.accepted}
     result["settings"]["event_days"] = round((source.next_time_us() - source.warm_end_us) / US_PER_DAY, 2)
