@@ -5,39 +5,43 @@ terminal.lua folds the batch's terminals (time buckets, label routing, idempoten
 customers (the recent-event log, each record carrying the terminal risk that phase 1 gave the event). Redis does
 a few fixed-cost commands per event; the window arithmetic is done here, over arrays (`aggregates`).
 
-On a single Redis there is one shard per kind, so a fold is two round trips whatever the batch's size; on a
-cluster a batch is split into one call per shard present, sent concurrently.
+On a single Redis there is one shard per kind: a batch of up to ONE_TRIP_MAX_EVENTS folds in one command (both
+scripts fused), a larger one in two round trips. On a cluster a batch is split into one call per shard present,
+sent concurrently (`redis_state` holds the keys, the client and the scripts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
-import zlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import redis.asyncio as redis
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
 
 from scoring import features as F
 from services.feature_service import aggregates
+from services.feature_service.redis_state import (
+    Call,
+    Scripts,
+    Shard,
+    connect,
+    id_hashes,
+    is_cluster_url,
+    shard_tag,
+    split,
+)
 
-_HERE = Path(__file__).resolve().parent
 _tracer = trace.get_tracer("scoring.feature_service.store")
 # Events of a re-fold folded per call (a live fold waits for at most one such call).
 REFOLD_CHUNK_EVENTS = 32
 # Batches up to this size fold in one round trip on a single Redis (see FeatureStore._both_phases).
 ONE_TRIP_MAX_EVENTS = 32
-CLUSTER_SCHEME = "redis+cluster://"
 _EVENT_DTYPE = np.dtype([("key", "<u4"), ("ring", "<u4"), ("record", aggregates.RECORD_DTYPE)])
 # The window whose terminal risk a customer's log record carries (customer.lua computes it on a single Redis), in
 # buckets, the bucket's length and the ring's slots.
@@ -47,7 +51,6 @@ _RISK_WINDOW = (
     F.TERMINAL_BUCKET_US,
     aggregates.RING_SLOTS,
 )
-_Call = tuple[str, list[str], list[Any]]
 _TERMINAL_EVENT_DTYPE = np.dtype([("key", "<u4"), ("bucket", "<i4")])
 
 
@@ -75,130 +78,9 @@ class FeatureBatch:
     sequences: np.ndarray  # [n, SEQ_LEN, len(SEQ_FEATURE_NAMES)] float32
 
 
-@dataclass
-class _Shard:
-    """The events of a batch whose entity (terminal or customer) falls in one hash-tag shard."""
-
-    tag: str
-    keys: list[str] = field(default_factory=list)
-    key_of: dict[str, int] = field(default_factory=dict)
-    events: list[int] = field(default_factory=list)
-    key_index: list[int] = field(default_factory=list)  # 1-based, as the scripts take it
-
-
-def shard_of(entity: str, shards: int) -> int:
-    return zlib.crc32(entity.encode()) % shards if shards > 1 else 0
-
-
-def shard_tag(kind: str, shard: int) -> str:
-    return f"{{{kind}{shard}}}"
-
-
-def _split(ids: list[str], kind: str, shards: int) -> list[_Shard]:
-    groups: dict[int, _Shard] = {}
-    for i, entity in enumerate(ids):
-        s = shard_of(entity, shards)
-        group = groups.get(s)
-        if group is None:
-            group = groups[s] = _Shard(shard_tag(kind, s))
-        k = group.key_of.get(entity)
-        if k is None:
-            group.keys.append(f"{kind}{group.tag}:{entity}")
-            k = group.key_of[entity] = len(group.keys)
-        group.events.append(i)
-        group.key_index.append(k)
-    return list(groups.values())
-
-
 def _risk(terminal_raw: np.ndarray) -> np.ndarray:
     k = F.SEQ_RISK_WINDOW_INDEX
     return F.terminal_risk(terminal_raw[:, 2 * k], terminal_raw[:, 2 * k + 1])
-
-
-def id_hashes(transaction_ids: list[str]) -> bytes:
-    """8 bytes per id: how customer.lua recognises an event it has folded."""
-    return b"".join(hashlib.blake2b(t.encode(), digest_size=8).digest() for t in transaction_ids)
-
-
-def connect(url: str, *, cluster: bool, timeout_s: float, max_connections: int) -> redis.Redis | RedisCluster:
-    """A client for a single Redis, or for a Redis Cluster (cluster=True, or a redis+cluster:// URL)."""
-    if url.startswith(CLUSTER_SCHEME):
-        cluster, url = True, "redis://" + url[len(CLUSTER_SCHEME) :]
-    options: dict[str, Any] = {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "health_check_interval": 0,
-    }
-    if cluster:
-        # Per node, and a cluster client fails past it rather than waiting: room for a call per shard at once.
-        return RedisCluster.from_url(url, max_connections=max_connections, **options)
-    # A blocking pool: past max_connections a fold waits for a connection (up to timeout_s) instead of failing at
-    # once with "Too many connections", which would leave its events out of the state.
-    pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout_s, **options)
-    return redis.Redis(connection_pool=pool)
-
-
-def is_cluster_url(url: str) -> bool:
-    return url.startswith(CLUSTER_SCHEME)
-
-
-def _fused(terminal: str, customer: str) -> str:
-    """One script running terminal.lua then customer.lua, each as a function of its own KEYS and ARGV: on a single
-    Redis a small batch folds in one command. KEYS: the terminal call's, then the customer call's; ARGV: the
-    number of terminal KEYS and of terminal ARGV, then the terminal call's ARGV, then the customer call's."""
-    return f"""local function terminal_phase(KEYS, ARGV)
-{terminal}
-end
-local function customer_phase(KEYS, ARGV)
-{customer}
-end
-local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tk, ck, ta, ca = {{}}, {{}}, {{}}, {{}}
-for i = 1, #KEYS do
-  if i <= nk then tk[#tk + 1] = KEYS[i] else ck[#ck + 1] = KEYS[i] end
-end
-for i = 3, #ARGV do
-  if i - 2 <= na then ta[#ta + 1] = ARGV[i] else ca[#ca + 1] = ARGV[i] end
-end
-local t = terminal_phase(tk, ta)
-return {{t, customer_phase(ck, ca)}}
-"""
-
-
-class _Scripts:
-    """The three scripts by SHA, loaded on every primary; reloaded once when Redis has forgotten them."""
-
-    NAMES = ("terminal", "customer", "labels")
-
-    def __init__(self) -> None:
-        self.text = {name: (_HERE / f"{name}.lua").read_text() for name in self.NAMES}
-        self.text["fold"] = _fused(self.text["terminal"], self.text["customer"])
-        self.sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in self.text.items()}
-
-    async def load(self, client: redis.Redis | RedisCluster) -> None:
-        for text in self.text.values():
-            await client.script_load(text)
-
-    async def run(self, client: redis.Redis | RedisCluster, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """Runs script calls, given as (name, keys, args), all at once: each is one command to the node of its slot
-        (redis-py's cluster pipeline refuses EVALSHA, so a cluster gets concurrent commands)."""
-        if len(calls) == 1:  # a single Redis: no task to create
-            return [await self._call(client, *calls[0])]
-        return list(await asyncio.gather(*(self._call(client, *call) for call in calls)))
-
-    async def both(self, client: redis.Redis, terminal: _Call, customer: _Call) -> tuple[Any, Any]:
-        """Both phases of a fold in one command on a single Redis (fold: the two scripts as functions)."""
-        (_, t_keys, t_args), (_, c_keys, c_args) = terminal, customer
-        keys, args = [*t_keys, *c_keys], [len(t_keys), len(t_args), *t_args, *c_args]
-        t_reply, c_reply = await self._call(client, "fold", keys, args)
-        return t_reply, c_reply
-
-    async def _call(self, client: redis.Redis | RedisCluster, name: str, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await client.evalsha(self.sha[name], len(keys), *keys, *args)
-        except NoScriptError:  # a node restarted or joined since the scripts were loaded
-            await self.load(client)
-            return await client.evalsha(self.sha[name], len(keys), *keys, *args)
 
 
 class FeatureStore:
@@ -226,7 +108,7 @@ class FeatureStore:
             url, cluster=self.cluster, timeout_s=labels_timeout_s, max_connections=max_connections
         )
         self.state_ttl_s = state_ttl_s
-        self._scripts = _Scripts()
+        self._scripts = Scripts()
         self._in_order = asyncio.Lock()
         # Live folds waiting for the lock or folding: re-folds (the gateway's backlog) yield to them, in chunks.
         self._live = 0
@@ -262,8 +144,8 @@ class FeatureStore:
         finally:
             self._in_order.release()
 
-    def _terminal_calls(self, batch: EventBatch, bucket: np.ndarray) -> tuple[list[_Shard], list[_Call]]:
-        groups = _split(batch.terminal_id, "t", self.shards)
+    def _terminal_calls(self, batch: EventBatch, bucket: np.ndarray) -> tuple[list[Shard], list[Call]]:
+        groups = split(batch.terminal_id, "t", self.shards)
         calls = []
         for g in groups:
             packed = np.empty(len(g.events), dtype=_TERMINAL_EVENT_DTYPE)
@@ -279,7 +161,7 @@ class FeatureStore:
         return groups, calls
 
     @staticmethod
-    def _terminal_result(n: int, groups: list[_Shard], replies: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _terminal_result(n: int, groups: list[Shard], replies: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Phase 1's replies -> (folded now [n] bool, ring index [n], rings [k, RING_SLOTS])."""
         fresh = np.zeros(n, dtype=bool)
         ring_of = np.zeros(n, dtype=np.int64)
@@ -291,11 +173,11 @@ class FeatureStore:
         return fresh, ring_of, aggregates.parse_rings(rings)
 
     def _customer_calls(
-        self, batch: EventBatch, risk: np.ndarray | None, terminals: _Shard | None
-    ) -> tuple[list[_Shard], list[_Call]]:
+        self, batch: EventBatch, risk: np.ndarray | None, terminals: Shard | None
+    ) -> tuple[list[Shard], list[Call]]:
         """Phase 2's calls: with the risk of every event, or (a single Redis) with the terminal shard whose rings
         the script reads the risk from."""
-        groups = _split(batch.customer_id, "c", self.shards)
+        groups = split(batch.customer_id, "c", self.shards)
         hashes = np.frombuffer(id_hashes(batch.transaction_id), dtype="V8")
         ring_index = np.zeros(len(batch), dtype=np.uint32)
         if terminals is not None:
@@ -316,7 +198,7 @@ class FeatureStore:
 
     @staticmethod
     def _customer_result(
-        n: int, groups: list[_Shard], replies: list[Any]
+        n: int, groups: list[Shard], replies: list[Any]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bytes]]:
         """Phase 2's replies -> (folded now [n] bool, log index [n], records visible [n], logs)."""
         fresh = np.zeros(n, dtype=bool)
