@@ -60,6 +60,11 @@ class CircuitBreaker:
             return True
         return False
 
+    def abandon(self) -> None:
+        """A call ended without saying anything about the stage (cancelled, or a bug on our side): if it was the
+        half-open probe, the next caller probes instead, or the circuit would stay open for good."""
+        self._probing = False
+
     def success(self) -> None:
         self._state = CLOSED
         self._in_a_row = 0

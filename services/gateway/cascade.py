@@ -161,6 +161,9 @@ class Cascade:
             if breaker.opened_count != opened:
                 M.BREAKER_OPENED.labels(stage).inc()
             raise
+        except BaseException:
+            breaker.abandon()
+            raise
         breaker.success()
         took = time.perf_counter() - started
         M.STAGE_LATENCY.labels(stage, "ok").observe(took)

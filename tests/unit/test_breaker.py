@@ -64,3 +64,39 @@ def test_a_short_burst_of_failures_is_a_slow_moment_not_a_dead_stage() -> None:
         clock.now += 0.06
     breaker.failure()  # still failing 0.18 s into the streak: the stage is down
     assert breaker.state == OPEN
+
+
+def test_a_probe_that_ends_without_an_answer_lets_the_next_caller_probe() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("x", failures=1, reset_s=1.0, clock=clock)
+    breaker.failure()
+    clock.now += 1.0
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # one probe at a time
+    breaker.abandon()  # cancelled, or an exception that is not the stage's answer
+    assert breaker.state == HALF_OPEN and breaker.allow()
+    breaker.success()
+    assert breaker.state == CLOSED
+
+
+def test_the_cascade_gives_up_a_probe_whose_call_raises_something_else() -> None:
+    import asyncio
+
+    from services.gateway.cascade import Cascade
+
+    clock = Clock()
+    breaker = CircuitBreaker("ensemble", failures=1, reset_s=1.0, clock=clock)
+    breaker.failure()
+    clock.now += 1.0
+    cascade = Cascade.__new__(Cascade)
+    cascade.breakers = {"ensemble": breaker}
+
+    async def cancelled(timeout_s: float) -> None:
+        raise asyncio.CancelledError
+
+    async def run() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            await cascade._call("ensemble", 0.01, cancelled)
+
+    asyncio.run(run())
+    assert breaker.allow(), "the abandoned probe must not keep the circuit open"
