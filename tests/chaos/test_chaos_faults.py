@@ -49,7 +49,9 @@ STAGE_FAULTS = [
     "latency:feature_service:250:50",
     "latency:triton:700:100",
     "drop:filter_model",
-    "drop:triton:0.5",
+    # Flapping: a drop only shows in an answer when it cuts an ensemble call in flight (about 10 a second here),
+    # so it flaps often enough for some to be cut (every 0.5 s cut 0 to 7 calls in five runs).
+    "drop:triton:0.1",
 ]
 
 
