@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,14 +198,7 @@ async def replay_batches(
         async for reply in stub.ScoreBatchStream(requests(), timeout=timeout_s, metadata=budget_metadata(budget_ms)):
             took_us = max(1, int((time.perf_counter() - sent_at[k]) * 1e6))
             k += 1
-            for response in reply.responses:
-                if response.transaction_id in seen:
-                    result.duplicates += 1
-                    continue
-                seen.add(response.transaction_id)
-                result.answered += 1
-                result.latency_us.record_value(took_us)
-                record(result, response)
+            record_batch(result, seen, reply.responses, took_us)
         result.elapsed_s = time.perf_counter() - started
     return result
 
@@ -271,16 +264,23 @@ async def replay_columns(
             sent_at, request = sent[k]
             took_us = max(1, int((time.perf_counter() - sent_at) * 1e6))
             k += 1
-            for response in column_responses(request, reply):
-                if response.transaction_id in seen:
-                    result.duplicates += 1
-                    continue
-                seen.add(response.transaction_id)
-                result.answered += 1
-                result.latency_us.record_value(took_us)
-                record(result, response)
+            record_batch(result, seen, column_responses(request, reply), took_us)
         result.elapsed_s = time.perf_counter() - started
     return result
+
+
+def record_batch(
+    result: ReplayResult, seen: set[str], responses: Iterable[types_pb2.ScoreResponse], took_us: int
+) -> None:
+    """A batch's answers, each once (a repeated id counts as a duplicate), all with the batch's latency."""
+    for response in responses:
+        if response.transaction_id in seen:
+            result.duplicates += 1
+            continue
+        seen.add(response.transaction_id)
+        result.answered += 1
+        result.latency_us.record_value(took_us)
+        record(result, response)
 
 
 def record(result: ReplayResult, response: types_pb2.ScoreResponse) -> None:

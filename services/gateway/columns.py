@@ -26,8 +26,9 @@ from services.gateway.cascade import BatchOutcome
 from services.gateway.dedup import submit_group
 from services.gateway.validation import Limits, ValidColumns, validate_columns
 
-# Stage codes of the cascade (cascade.STAGE_*) -> the public enum.
-_STAGES = np.array([types_pb2.STAGE_NONE, types_pb2.STAGE_FILTER, types_pb2.STAGE_ENSEMBLE, types_pb2.STAGE_NONE])
+# Stage codes of the cascade (cascade.STAGE_*) -> the public enum; the array form indexes a batch's stages at once.
+PUBLIC_STAGES = {1: types_pb2.STAGE_FILTER, 2: types_pb2.STAGE_ENSEMBLE, 3: types_pb2.STAGE_NONE}
+_STAGES = np.array([PUBLIC_STAGES.get(code, types_pb2.STAGE_NONE) for code in range(4)])
 
 
 @dataclass

@@ -26,7 +26,7 @@ from services.gateway import tracing
 from services.gateway.admission import AdmissionLimit
 from services.gateway.batcher import Outcome, Overloaded
 from services.gateway.budget import event_deadline, requested_budget_s
-from services.gateway.columns import score_columns
+from services.gateway.columns import PUBLIC_STAGES, score_columns
 from services.gateway.dedup import Submitter
 from services.gateway.stages import FeatureClient, StageError
 from services.gateway.validation import DEFAULT_LIMITS, Event, FieldError, Limits, validate
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
-_STAGES = {1: types_pb2.STAGE_FILTER, 2: types_pb2.STAGE_ENSEMBLE, 3: types_pb2.STAGE_NONE}
 # Labels have a budget of their own: seconds, not the events' milliseconds (they queue behind event folds). More
 # than the feature service's own label budget (FEATURES_LABELS_TIMEOUT_S, 10 s), so that its answer arrives.
 LABELS_TIMEOUT_S = 15.0
@@ -45,7 +44,7 @@ def _response(transaction_id: str, outcome: Outcome) -> types_pb2.ScoreResponse:
     response = types_pb2.ScoreResponse(
         transaction_id=transaction_id,
         score=outcome.score,
-        stage=_STAGES[outcome.stage],
+        stage=PUBLIC_STAGES[outcome.stage],
         degraded=bool(outcome.degraded_reason) or bool(outcome.error),
         # An error names the whole chain of stage failures ("features_timeout+filter_timeout"); the partial
         # reasons of the stages that did answer would hide why nothing could score the event.
