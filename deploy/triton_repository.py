@@ -2,7 +2,7 @@
 
 The official `nvcr.io/nvidia/tritonserver` image serves the ONNX models with its `onnxruntime` backend (the local
 target runs them in Python-backend models instead). This script reads what `scoring train` left in ARTIFACTS (the
-ONNX files and, from train_report.json, the combiner weight and the model version) and writes two repositories
+ONNX files and, from train_report.json, the stacker's coefficients and the model version) and writes two repositories
 with `services.ensemble.repository.write_repository`, the writer `scoring train` uses:
 
     ARTIFACTS/triton_repository_container       KIND_CPU   compose's default profile, deploy/k8s (base)
@@ -43,7 +43,7 @@ def build(artifacts: Path, gbt_onnx: Path | None = None, seq_onnx: Path | None =
     if not report_path.is_file():
         raise SystemExit(f"{report_path} not found: train first (`make models` or `scoring train --out {artifacts}`)")
     report = json.loads(report_path.read_text())
-    w_gbt = float(report["combiner_weight_gbt"])
+    stacker = report["stacker"]
     written = {}
     for name, gpu in CONTAINER_REPOSITORIES.items():
         written[name] = write_repository(
@@ -53,7 +53,7 @@ def build(artifacts: Path, gbt_onnx: Path | None = None, seq_onnx: Path | None =
             n_features=len(F.FEATURE_NAMES),
             seq_len=F.SEQ_LEN,
             seq_features=len(F.SEQ_FEATURE_NAMES),
-            combiner_weights=(w_gbt, 1.0 - w_gbt),
+            stacker=(float(stacker["w_gbt"]), float(stacker["w_seq"]), float(stacker["bias"])),
             version=int(report["version"]),
             target="container",
             gpu=gpu,

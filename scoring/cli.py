@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -36,16 +37,36 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from scoring.replay import frame_transactions, load_replay_frame, replay_batches, replay_columns, replay_stream
+    from scoring.label_delay import LabelDelay
+    from scoring.replay import (
+        LabelFeed,
+        frame_transactions,
+        load_replay_frame,
+        replay_batches,
+        replay_columns,
+        replay_stream,
+    )
 
     frame = load_replay_frame(args.artifacts, args.events, args.offset)
     transactions = frame_transactions(frame)
-    if args.columns:
-        result = asyncio.run(replay_columns(args.gateway, transactions, args.columns, budget_ms=args.budget_ms))
-    elif args.batch:
-        result = asyncio.run(replay_batches(args.gateway, transactions, args.batch, budget_ms=args.budget_ms))
-    else:
-        result = asyncio.run(replay_stream(args.gateway, transactions, args.rate, budget_ms=args.budget_ms))
+    spec = None
+    if args.label_delay != "none":
+        try:
+            spec = LabelDelay.parse(args.label_delay).spec
+        except ValueError as exc:
+            print(f"scoring replay: --label-delay: {exc}", file=sys.stderr)
+            return 2
+
+    async def run():  # noqa: ANN202
+        feed = LabelFeed(frame, spec) if spec else None
+        if args.columns:
+            return await replay_columns(args.gateway, transactions, args.columns, budget_ms=args.budget_ms,
+                                        labels=feed)
+        if args.batch:
+            return await replay_batches(args.gateway, transactions, args.batch, budget_ms=args.budget_ms, labels=feed)
+        return await replay_stream(args.gateway, transactions, args.rate, budget_ms=args.budget_ms, labels=feed)
+
+    result = asyncio.run(run())
     print(result.summary())
     return 0 if result.answered == result.sent else 1
 
@@ -62,26 +83,47 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from scoring.dataset import DataError
+    from scoring.label_delay import LabelDelay
     from scoring.pipeline import TrainConfig, artifacts_current, format_report, train
 
+    try:
+        delays = tuple(LabelDelay.parse(d).spec for d in args.label_delay) if args.label_delay else None
+    except ValueError as exc:
+        print(f"scoring train: --label-delay: {exc}", file=sys.stderr)
+        return 2
     config = TrainConfig(simulation=_simulation_config(args))
+    if delays:
+        config = dataclasses.replace(config, label_delays=delays)
     if args.if_missing and artifacts_current(args.out, config):
         print(f"models in {args.out} are current; not retraining")
         return 0
-    report = train(args.out, config, data=args.data)
+    try:
+        report = train(args.out, config, data=args.data)
+    except DataError as exc:
+        print(f"scoring train: refused {args.data}:\n{exc}", file=sys.stderr)
+        return 2
     print(format_report(report))
     print(f"wrote models, Triton repository and report to {args.out}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Offline evaluation on the test period; with --live, the same from a gateway's answers."""
-    from scoring.evaluate import evaluate, format_evaluation
+    """Offline evaluation on the test period under each label delay; with --live, the same from a gateway's answers."""
+    from scoring.evaluate import PROTOCOLS, evaluate, format_evaluation
+    from scoring.label_delay import EVALUATED, LabelDelay
+
+    try:
+        delays = tuple(LabelDelay.parse(d).spec for d in (args.label_delay or EVALUATED))
+    except ValueError as exc:
+        print(f"scoring evaluate: --label-delay: {exc}", file=sys.stderr)
+        return 2
+    protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
 
     async def run() -> dict:
+        options = {"history_days": args.history_days, "label_delays": delays, "protocols": protocols}
         if not args.live or args.gateway:
-            return await evaluate(args.artifacts, gateway=args.gateway, history_days=args.history_days,
-                                  budget_ms=args.budget_ms)
+            return await evaluate(args.artifacts, gateway=args.gateway, budget_ms=args.budget_ms, **options)
         from scoring.launcher import Ports, Stack, StackConfig
 
         # A budget that no stage misses on a busy laptop, asked for per stream (x-scoring-budget-ms): this measures
@@ -91,8 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             artifacts=args.artifacts, ports=Ports.free(), env={"GATEWAY_MAX_BUDGET_MS": str(max(budget_ms, 1000))}
         )
         async with Stack(config) as stack:
-            return await evaluate(args.artifacts, gateway=stack.gateway_address, history_days=args.history_days,
-                                  budget_ms=budget_ms)
+            return await evaluate(args.artifacts, gateway=stack.gateway_address, budget_ms=budget_ms, **options)
 
     result = asyncio.run(run())
     print(format_evaluation(result))
@@ -100,8 +141,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")
-    live = result.get("live")
-    return 0 if live is None or (live["answered"] == result["test_transactions"] and not live["errors"]) else 1
+    lives = [e["live"] for e in result["delays"].values() if "live" in e]
+    complete = all(live["answered"] == result["test_transactions"] and not live["errors"] for live in lives)
+    return 0 if complete else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -218,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--budget-ms", type=float, default=None,
                         help="ask for this per-event budget (metadata x-scoring-budget-ms; capped by "
                              "GATEWAY_MAX_BUDGET_MS), e.g. for a backfill")
+    replay.add_argument("--label-delay", default="realistic",
+                        help="report each replayed transaction's label when the stream's event time passes its "
+                        "arrival under this model (fixed:<duration>, uniform:<low>-<high>, realistic), or none")
     replay.set_defaults(func=cmd_replay)
 
     simulate = sub.add_parser("simulate", help="write a simulated transaction dataset as Parquet")
@@ -227,7 +272,13 @@ def main(argv: list[str] | None = None) -> int:
 
     train = sub.add_parser("train", help="train and export every model, write the Triton repository")
     train.add_argument("--out", type=Path, default=Path("artifacts"))
-    train.add_argument("--data", type=Path, default=None, help="a Parquet file instead of simulating")
+    train.add_argument("--data", type=Path, default=None,
+                       help="your own transactions instead of simulating: Parquet or CSV with the handbook's columns "
+                       "TRANSACTION_ID, TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT, TX_FRAUD")
+    train.add_argument("--label-delay", action="append", default=None,
+                       help="how labels arrive, for the point-in-time label features of training (repeatable: each "
+                       "event is trained on once per model; default realistic): fixed:<duration>, "
+                       "uniform:<low>-<high> or realistic (scoring/label_delay.py)")
     train.add_argument("--if-missing", action="store_true", help="do nothing when the models are current")
     _simulation_args(train)
     train.set_defaults(func=cmd_train)
@@ -241,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
                           help="per-event budget asked of the gateway (x-scoring-budget-ms); default 30000 for the "
                                "stack it starts, none for --gateway (whose GATEWAY_MAX_BUDGET_MS caps it, 1000 by "
                                "default)")
+    evaluate.add_argument("--label-delay", action="append", default=None,
+                          help="a label-arrival model to evaluate under (repeatable; default fixed:7d, fixed:8d and "
+                          "realistic): fixed:<duration>, uniform:<low>-<high> or realistic")
+    evaluate.add_argument("--protocol", choices=("all", "handbook", "both"), default="both",
+                          help="all test events, or the handbook's (cards known compromised removed); default both")
     evaluate.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     evaluate.set_defaults(func=cmd_evaluate)
 

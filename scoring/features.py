@@ -9,14 +9,19 @@ exactly that.
 
 Definitions (after the baseline of Le Borgne et al., *Reproducible ML for Credit Card Fraud Detection*, ch. 3):
 - customer windows (t - w, t], current event included: number of transactions and mean amount, w in 1/7/30 d;
-- terminal windows of whole 6-hour UTC buckets, delayed by d = 7 days because labels arrive late: for an event
-  in bucket H, the 4w buckets H - 4d - 4w .. H - 4d - 1 (number of transactions and fraud risk = frauds /
-  transactions, 0 when none). Every label of those buckets is known by the start of bucket H when labels arrive
-  d days after their transaction; buckets keep a terminal's state at a fixed size whatever its traffic (issue
-  14), and 6 hours rather than a day keep the window's end 3 hours from t - d on average, not 12;
+- terminal windows of whole 6-hour UTC buckets by transaction age: for an event in bucket H, the 4w buckets
+  H - 4w .. H - 1, w in 8/14/37 d (the handbook's 1/7/30-day windows reaching back over its 7-day label delay). Per
+  window: the number of transactions, the number whose label has arrived by the event's time, and the fraud risk
+  over those (frauds among the labelled / labelled, 0 when none). Labels arrive late and not on a fixed day
+  (`scoring.label_delay`), so every label-based figure is point-in-time: offline it counts exactly the labels that
+  had arrived at the event's time, online the labels the feature service has received. The labelled count tells
+  the models how much of a window's risk is known yet. Buckets keep a terminal's state at a fixed size whatever
+  its traffic (issue 14);
 - flags: weekend (UTC Saturday or Sunday) and night (UTC hour <= 6);
-- the customer's last SEQ_LEN events within the 30-day horizon, oldest first, for the sequence model.
-Events are processed in (event time, arrival) order; ties keep arrival order on both sides.
+- the customer's last SEQ_LEN events within the 30-day horizon, oldest first, for the sequence model; each step
+  carries its terminal's 14-day risk as it was at that event's time.
+Events are processed in (event time, arrival) order; ties keep arrival order on both sides. A label arriving at
+the same microsecond as a transaction is known to it.
 """
 
 from __future__ import annotations
@@ -27,15 +32,17 @@ import numpy as np
 
 US_PER_DAY: Final = 86_400_000_000
 WINDOWS_DAYS: Final = (1, 7, 30)
+TERMINAL_WINDOWS_DAYS: Final = (8, 14, 37)
+# The handbook's label delay: the gaps between training, validation and test periods (scoring.pipeline.Split).
 LABEL_DELAY_DAYS: Final = 7
 SEQ_LEN: Final = 8
-# Which window's terminal risk each sequence step carries (7 days).
+# Which terminal window's risk each sequence step carries (14 days).
 SEQ_RISK_WINDOW_INDEX: Final = 1
 HORIZON_DAYS: Final = max(WINDOWS_DAYS)
 # Terminal windows count whole buckets of this many per UTC day.
 TERMINAL_BUCKETS_PER_DAY: Final = 4
 TERMINAL_BUCKET_US: Final = US_PER_DAY // TERMINAL_BUCKETS_PER_DAY
-TERMINAL_DELAY_BUCKETS: Final = LABEL_DELAY_DAYS * TERMINAL_BUCKETS_PER_DAY
+TERMINAL_WINDOW_BUCKETS: Final = tuple(w * TERMINAL_BUCKETS_PER_DAY for w in TERMINAL_WINDOWS_DAYS)
 HORIZON_US: Final = HORIZON_DAYS * US_PER_DAY
 
 FEATURE_NAMES: Final[tuple[str, ...]] = (
@@ -43,23 +50,26 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "tx_during_weekend",
     "tx_during_night",
     *[f"customer_{kind}_{w}day" for w in WINDOWS_DAYS for kind in ("nb_tx", "avg_amount")],
-    *[f"terminal_{kind}_{w}day" for w in WINDOWS_DAYS for kind in ("nb_tx", "risk")],
+    *[f"terminal_{kind}_{w}day" for w in TERMINAL_WINDOWS_DAYS for kind in ("nb_tx", "nb_labelled", "risk")],
 )
 # Features the event carries by itself: what the filter falls back on when the feature service is down.
 SELF_CONTAINED_FEATURES: Final = ("tx_amount", "tx_during_weekend", "tx_during_night")
 SEQ_FEATURE_NAMES: Final[tuple[str, ...]] = (
     "log_amount",
     "log_hours_since_prev",
-    "terminal_risk_7day",
+    "terminal_risk_14day",
     "tx_during_night",
     "present",
 )
 
 N_WINDOWS: Final = len(WINDOWS_DAYS)
-# Raw aggregate columns, as the online script returns them, per event.
+N_TERMINAL_WINDOWS: Final = len(TERMINAL_WINDOWS_DAYS)
+# Raw aggregates per terminal window: transactions, labelled transactions, frauds among the labelled.
+TERMINAL_RAW_FIELDS: Final = 3
+# Raw aggregate columns, as the online counting returns them, per event.
 RAW_COLUMNS: Final[tuple[str, ...]] = (
     *[f"customer_{k}_{w}" for w in WINDOWS_DAYS for k in ("count", "sum")],
-    *[f"terminal_{k}_{w}" for w in WINDOWS_DAYS for k in ("count", "frauds")],
+    *[f"terminal_{k}_{w}" for w in TERMINAL_WINDOWS_DAYS for k in ("count", "labelled", "frauds")],
 )
 # Per sequence entry: event time (us), amount, terminal risk at that event's time.
 SEQ_RAW_FIELDS: Final = 3
@@ -81,8 +91,15 @@ def self_contained_features(amount: np.ndarray, time_us: np.ndarray) -> np.ndarr
     return out
 
 
-def terminal_risk(count: np.ndarray, frauds: np.ndarray) -> np.ndarray:
-    return np.divide(frauds, count, out=np.zeros_like(frauds, dtype=np.float64), where=count > 0)
+def terminal_risk(labelled: np.ndarray, frauds: np.ndarray) -> np.ndarray:
+    """Frauds among the labelled transactions of a window; 0 when none is labelled yet."""
+    return np.divide(frauds, labelled, out=np.zeros_like(frauds, dtype=np.float64), where=labelled > 0)
+
+
+def sequence_risk(raw: np.ndarray) -> np.ndarray:
+    """The terminal risk that a customer's sequence step carries, from an event's raw aggregates."""
+    base = 2 * N_WINDOWS + TERMINAL_RAW_FIELDS * SEQ_RISK_WINDOW_INDEX
+    return terminal_risk(raw[:, base + 1], raw[:, base + 2])
 
 
 def derive_features(amount: np.ndarray, time_us: np.ndarray, raw: np.ndarray) -> np.ndarray:
@@ -98,11 +115,10 @@ def derive_features(amount: np.ndarray, time_us: np.ndarray, raw: np.ndarray) ->
         out[:, col + 1] = np.divide(total, count, out=np.zeros(n), where=count > 0)
         col += 2
     base = 2 * N_WINDOWS
-    for k in range(N_WINDOWS):
-        count, frauds = raw[:, base + 2 * k], raw[:, base + 2 * k + 1]
-        out[:, col] = count
-        out[:, col + 1] = terminal_risk(count, frauds)
-        col += 2
+    for k in range(N_TERMINAL_WINDOWS):
+        count, labelled, frauds = (raw[:, base + TERMINAL_RAW_FIELDS * k + f] for f in range(TERMINAL_RAW_FIELDS))
+        out[:, col], out[:, col + 1], out[:, col + 2] = count, labelled, terminal_risk(labelled, frauds)
+        col += 3
     return out.astype(np.float32)
 
 
@@ -148,8 +164,10 @@ def compute_raw_offline(
     terminal: np.ndarray,
     amount: np.ndarray,
     fraud: np.ndarray,
+    label_arrival_us: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The raw aggregates that the online script would return, for every event of a time-ordered frame.
+    """The raw aggregates that the online counting would return, for every event of a time-ordered frame whose
+    labels arrive at `label_arrival_us` (each at least 1 us after its transaction).
 
     Returns (raw [n, len(RAW_COLUMNS)], seq_raw [n, SEQ_LEN+1, SEQ_RAW_FIELDS], seq_count [n]).
     """
@@ -169,22 +187,13 @@ def compute_raw_offline(
         raw[c_order, 2 * k] = positions - start + 1
         raw[c_order, 2 * k + 1] = c_cum[positions + 1] - c_cum[start]
 
-    # Terminal windows over whole buckets: keys (terminal rank, bucket), so a window is a range of bucket keys.
-    bucket = time_us // TERMINAL_BUCKET_US
-    per_day = TERMINAL_BUCKETS_PER_DAY
-    bucket_span = int(bucket.max() - bucket.min()) + TERMINAL_DELAY_BUCKETS + HORIZON_DAYS * per_day + 2 if n else 1
-    t_order, t_key = _group_keys(np.asarray(terminal), bucket, bucket_span)
-    t_cum_fraud = np.concatenate([[0.0], np.cumsum(fraud[t_order])])
-    end = np.searchsorted(t_key, t_key - TERMINAL_DELAY_BUCKETS, side="left")
-    base = 2 * N_WINDOWS
-    for k, w in enumerate(WINDOWS_DAYS):
-        start = np.searchsorted(t_key, t_key - TERMINAL_DELAY_BUCKETS - w * per_day, side="left")
-        raw[t_order, base + 2 * k] = end - start
-        raw[t_order, base + 2 * k + 1] = t_cum_fraud[end] - t_cum_fraud[start]
+    if n:
+        raw[:, 2 * N_WINDOWS :] = _terminal_raw_offline(
+            time_us, np.asarray(terminal), fraud, np.asarray(label_arrival_us, dtype=np.int64)
+        )
 
     # Sequences: the customer's events within the horizon, newest first, the event itself included.
-    risk_k = SEQ_RISK_WINDOW_INDEX
-    risk = terminal_risk(raw[:, base + 2 * risk_k], raw[:, base + 2 * risk_k + 1])
+    risk = sequence_risk(raw)
     horizon_start = np.searchsorted(c_key, c_key - HORIZON_US, side="right")
     back = positions[:, None] - np.arange(SEQ_LEN + 1)[None, :]
     valid = back >= horizon_start[:, None]
@@ -199,9 +208,76 @@ def compute_raw_offline(
     return raw, seq_raw, seq_count
 
 
-def compute_offline(frame: object) -> tuple[np.ndarray, np.ndarray]:
+def _terminal_raw_offline(
+    time_us: np.ndarray, terminal: np.ndarray, fraud: np.ndarray, arrival_us: np.ndarray
+) -> np.ndarray:
+    """[n, TERMINAL_RAW_FIELDS * N_TERMINAL_WINDOWS]: per terminal window, the transactions, the labelled ones and
+    the frauds among them, counting only the labels that had arrived at each event's time.
+
+    A sweep over the events' buckets: the labels that arrived before bucket H are folded into per-(terminal,
+    bucket) totals, whose prefix sums give every window of the events in H; labels arriving inside H before an
+    event are added pairwise (few: a terminal has about one event per bucket)."""
+    n = len(time_us)
+    bucket = time_us // TERMINAL_BUCKET_US
+    b0 = int(bucket.min())
+    arrival_bucket = arrival_us // TERMINAL_BUCKET_US
+    # Room below each terminal's first bucket for the longest window, so no window reaches another terminal's keys.
+    n_buckets = int(max(int(bucket.max()), int(arrival_bucket.max())) - b0) + 1 + max(TERMINAL_WINDOW_BUCKETS)
+    _, t_rank = np.unique(terminal, return_inverse=True)
+    key = t_rank.astype(np.int64) * n_buckets + (bucket - b0)  # (terminal, bucket) of each transaction
+    keys, key_index = np.unique(key, return_inverse=True)
+    # Each event's windows are ranges of `keys`: [lo_w, hi) with hi just before its own bucket.
+    hi = np.searchsorted(keys, key, side="left")
+    lo = [np.searchsorted(keys, key - b, side="left") for b in TERMINAL_WINDOW_BUCKETS]
+    out = np.zeros((n, TERMINAL_RAW_FIELDS * N_TERMINAL_WINDOWS))
+    tx_cum = np.concatenate([[0], np.cumsum(np.bincount(key_index, minlength=len(keys)))])
+    for k in range(N_TERMINAL_WINDOWS):
+        out[:, TERMINAL_RAW_FIELDS * k] = tx_cum[hi] - tx_cum[lo[k]]
+
+    labelled = np.zeros(len(keys))
+    frauds = np.zeros(len(keys))
+    by_arrival = np.argsort(arrival_bucket, kind="stable")
+    arrived_sorted = arrival_bucket[by_arrival]
+    event_buckets, first = np.unique(bucket, return_index=True)  # events are in time order
+    bounds = np.append(first, n)
+    applied = 0
+    for h, e0, e1 in zip(event_buckets.tolist(), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        upto = int(np.searchsorted(arrived_sorted, h, side="left"))
+        if upto > applied:
+            rows = by_arrival[applied:upto]
+            labelled += np.bincount(key_index[rows], minlength=len(keys))
+            frauds += np.bincount(key_index[rows], weights=fraud[rows], minlength=len(keys))
+            applied = upto
+            lab_cum = np.concatenate([[0.0], np.cumsum(labelled)])
+            fr_cum = np.concatenate([[0.0], np.cumsum(frauds)])
+        if applied == 0:
+            continue
+        e = slice(e0, e1)
+        for k in range(N_TERMINAL_WINDOWS):
+            out[e, TERMINAL_RAW_FIELDS * k + 1] = lab_cum[hi[e]] - lab_cum[lo[k][e]]
+            out[e, TERMINAL_RAW_FIELDS * k + 2] = fr_cum[hi[e]] - fr_cum[lo[k][e]]
+
+    # Labels that arrive in an event's own bucket, at or before its time: pairs on (terminal, bucket of arrival).
+    import pandas as pd
+
+    events = pd.DataFrame({"k": t_rank.astype(np.int64) * n_buckets + (bucket - b0), "event": np.arange(n)})
+    labels = pd.DataFrame({"k": t_rank.astype(np.int64) * n_buckets + (arrival_bucket - b0), "label": np.arange(n)})
+    pairs = events.merge(labels, on="k")
+    ev, lb = pairs["event"].to_numpy(), pairs["label"].to_numpy()
+    age = bucket[ev] - bucket[lb]  # buckets between the labelled transaction and the event
+    keep = (arrival_us[lb] <= time_us[ev]) & (age >= 1)
+    ev, lb, age = ev[keep], lb[keep], age[keep]
+    for k, b in enumerate(TERMINAL_WINDOW_BUCKETS):
+        inside = age <= b
+        np.add.at(out[:, TERMINAL_RAW_FIELDS * k + 1], ev[inside], 1.0)
+        np.add.at(out[:, TERMINAL_RAW_FIELDS * k + 2], ev[inside], fraud[lb[inside]])
+    return out
+
+
+def compute_offline(frame: object, label_arrival_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Features and sequences for a simulator frame (columns TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT,
-    TX_FRAUD), in the frame's row order, which must be the processing order (time, then transaction id)."""
+    TX_FRAUD), in the frame's row order, which must be the processing order (time, then transaction id), with each
+    row's label arriving at `label_arrival_us` (`scoring.simulator.label_arrival_us`)."""
     import pandas as pd
 
     assert isinstance(frame, pd.DataFrame)
@@ -212,6 +288,7 @@ def compute_offline(frame: object) -> tuple[np.ndarray, np.ndarray]:
         frame["TERMINAL_ID"].to_numpy(),
         frame["TX_AMOUNT"].to_numpy(),
         frame["TX_FRAUD"].to_numpy(),
+        label_arrival_us,
     )
     amount = frame["TX_AMOUNT"].to_numpy(dtype=np.float64)
     return derive_features(amount, time_us, raw), derive_sequences(time_us, seq_raw, seq_count)

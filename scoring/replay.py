@@ -1,7 +1,9 @@
 """`scoring replay`: stream simulated transactions to a running gateway and report what came back.
 
 Open loop: requests leave at the target rate whatever the answers do, and each latency is measured from the
-moment its request was scheduled to leave, so a slow gateway cannot hide behind a slow sender.
+moment its request was scheduled to leave, so a slow gateway cannot hide behind a slow sender. With a
+`LabelFeed`, each replayed transaction's label is reported through `ReportLabels` once the stream's event time
+passes the label's arrival (as the label-arrival model draws it), as a bank's feedback would reach the graph.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class ReplayResult:
     degraded: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
     scores: dict[str, float] = field(default_factory=dict)
+    labels_accepted: int = 0
+    labels_unknown: int = 0
     latency_us: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 60_000_000, 3))
     elapsed_s: float = 0.0
 
@@ -66,7 +70,58 @@ class ReplayResult:
         lines.append("models      " + ", ".join(f"{k} ({v:,})" for k, v in sorted(self.versions.items())))
         lines.append("degraded    " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.degraded.items())) or "none"))
         lines.append("errors      " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.errors.items())) or "none"))
+        lines.append(f"labels      reported as they arrived: accepted {self.labels_accepted:,}, "
+                     f"unknown {self.labels_unknown:,}")
         return "\n".join(lines)
+
+
+class LabelFeed:
+    """The labels of the replayed transactions, reported in event time: `advance(t)` sends, in the background,
+    every label whose arrival is at or before event time t. The replay advances it as answers come back (to the
+    event time of the latest answered event), so a label never overtakes its own transaction, which a bank could
+    not label before it had seen it."""
+
+    def __init__(self, frame: pd.DataFrame, label_delay: str, seed: int = 0, max_batch: int = 512) -> None:
+        from scoring import simulator
+        from scoring.features import frame_time_us
+
+        arrival = simulator.label_arrival_us(frame_time_us(frame), frame["TRANSACTION_ID"].to_numpy(), label_delay,
+                                             seed)
+        order = np.argsort(arrival, kind="stable")
+        self.arrival = arrival[order]
+        self.ids = frame["TRANSACTION_ID"].to_numpy()[order]
+        self.fraud = frame["TX_FRAUD"].to_numpy()[order]
+        self.max_batch = max_batch
+        self._next = 0
+        self._stub: gateway_pb2_grpc.GatewayStub | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._result: ReplayResult | None = None
+
+    def bind(self, stub: gateway_pb2_grpc.GatewayStub, result: ReplayResult) -> None:
+        self._stub, self._result = stub, result
+
+    def advance(self, event_time_us: int) -> None:
+        end = int(np.searchsorted(self.arrival, event_time_us, side="right"))
+        while self._next < end:
+            upto = min(end, self._next + self.max_batch)
+            labels = [types_pb2.LabelReport(transaction_id=str(i), fraud=bool(f))
+                      for i, f in zip(self.ids[self._next : upto], self.fraud[self._next : upto], strict=True)]
+            self._next = upto
+            self._tasks.append(asyncio.create_task(self._send(labels)))
+
+    async def _send(self, labels: list[types_pb2.LabelReport]) -> None:
+        assert self._stub is not None and self._result is not None
+        ack = await self._stub.ReportLabels(gateway_pb2.ReportLabelsRequest(labels=labels), timeout=30)
+        self._result.labels_accepted += ack.accepted
+        self._result.labels_unknown += ack.unknown
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._tasks)
+        self._tasks.clear()
+
+
+def _event_time_us(tx: types_pb2.Transaction) -> int:
+    return tx.timestamp.seconds * 1_000_000 + tx.timestamp.nanos // 1000
 
 
 def transaction(row_id: int, time_us: int, customer: int, terminal: int, amount: float) -> types_pb2.Transaction:
@@ -105,12 +160,14 @@ async def replay_stream(
     timeout_s: float = 120.0,
     budget_ms: float | None = None,
     result: ReplayResult | None = None,
+    labels: LabelFeed | None = None,
 ) -> ReplayResult:
     """One event per message on ScoreStream; `rate_per_s` 0 sends as fast as the gateway reads. Pass `result` to
     watch it fill while the replay runs."""
     result = ReplayResult() if result is None else result
     scheduled: dict[str, float] = {}
     interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
+    event_time = {tx.transaction_id: _event_time_us(tx) for tx in transactions} if labels is not None else {}
 
     async def requests() -> AsyncIterator[gateway_pb2.ScoreRequest]:
         start = time.perf_counter()
@@ -126,6 +183,8 @@ async def replay_stream(
 
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
+        if labels is not None:
+            labels.bind(stub, result)
         started = time.perf_counter()
         call = stub.ScoreStream(requests(), timeout=timeout_s, metadata=budget_metadata(budget_ms))
         seen: set[str] = set()
@@ -140,7 +199,11 @@ async def replay_stream(
             if txid in scheduled:
                 result.latency_us.record_value(max(1, int((now - scheduled[txid]) * 1e6)))
             record(result, response)
+            if labels is not None and txid in event_time:
+                labels.advance(event_time[txid])
         result.elapsed_s = time.perf_counter() - started
+        if labels is not None:
+            await labels.close()
     return result
 
 
@@ -177,6 +240,7 @@ async def replay_batches(
     timeout_s: float = 300.0,
     budget_ms: float | None = None,
     result: ReplayResult | None = None,
+    labels: LabelFeed | None = None,
 ) -> ReplayResult:
     """Batches on ScoreBatchStream, as fast as the gateway reads them (its flow control sets the pace). Latency is
     measured per batch, from the moment its message was handed to gRPC to its answer."""
@@ -192,6 +256,8 @@ async def replay_batches(
 
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
+        if labels is not None:
+            labels.bind(stub, result)
         started = time.perf_counter()
         seen: set[str] = set()
         k = 0
@@ -199,7 +265,11 @@ async def replay_batches(
             took_us = max(1, int((time.perf_counter() - sent_at[k]) * 1e6))
             k += 1
             record_batch(result, seen, reply.responses, took_us)
+            if labels is not None:  # the labels due by the batch's last event (a batch's events are one moment)
+                labels.advance(_event_time_us(transactions[min(k * batch_size, len(transactions)) - 1]))
         result.elapsed_s = time.perf_counter() - started
+        if labels is not None:
+            await labels.close()
     return result
 
 
@@ -243,6 +313,7 @@ async def replay_columns(
     timeout_s: float = 300.0,
     budget_ms: float | None = None,
     result: ReplayResult | None = None,
+    labels: LabelFeed | None = None,
 ) -> ReplayResult:
     """`replay_batches` on ScoreColumnsStream: the same batches, in columns."""
     result = ReplayResult() if result is None else result
@@ -257,6 +328,8 @@ async def replay_columns(
 
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
+        if labels is not None:
+            labels.bind(stub, result)
         started = time.perf_counter()
         seen: set[str] = set()
         k = 0
@@ -265,7 +338,11 @@ async def replay_columns(
             took_us = max(1, int((time.perf_counter() - sent_at) * 1e6))
             k += 1
             record_batch(result, seen, column_responses(request, reply), took_us)
+            if labels is not None:
+                labels.advance(int(request.event_time_us[-1]))
         result.elapsed_s = time.perf_counter() - started
+        if labels is not None:
+            await labels.close()
     return result
 
 

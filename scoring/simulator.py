@@ -29,8 +29,8 @@ frauds (0.83%; scenarios 1/2/3: 1,069 / 8,841 / 4,891), :func:`simulate` in 0.7-
 2.8 s for the 3.56 M events.
 
 The module also turns a frame into the time-ordered event stream the replay and benchmark tools feed
-to the gateway: every transaction, and its label reported ``label_delay_days`` later (:func:`stream`,
-:func:`stream_arrays`).
+to the gateway: every transaction, and its label when it arrives, a fixed delay later or as a label-arrival
+model draws it (`scoring.label_delay`; :func:`stream`, :func:`stream_arrays`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from scoring.label_delay import LabelDelay
 
 SECONDS_PER_DAY = 86_400
 US_PER_DAY = SECONDS_PER_DAY * 1_000_000
@@ -458,6 +460,19 @@ def _delay_us(label_delay_days: float) -> int:
     return delay
 
 
+LabelDelaySpec = float | str | LabelDelay
+
+
+def label_arrival_us(
+    time_us: np.ndarray, transaction_id: np.ndarray, label_delay: LabelDelaySpec, seed: int = 0
+) -> np.ndarray:
+    """When each transaction's label arrives: a fixed delay in days, or a label-arrival model (`label_delay`)."""
+    if isinstance(label_delay, (int, float)):
+        return np.asarray(time_us, dtype=np.int64) + _delay_us(float(label_delay))
+    model = LabelDelay.parse(label_delay) if isinstance(label_delay, str) else label_delay
+    return model.arrival_us(time_us, transaction_id, seed)
+
+
 def _stream_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
     cols = {
         "event_time_us": df["TX_DATETIME"].to_numpy(dtype="datetime64[us]").view(np.int64),
@@ -475,6 +490,13 @@ def _stream_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
     return cols
 
 
+def _label_order(cols: dict[str, np.ndarray], label_delay: LabelDelaySpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(transaction rows in label-arrival order, their arrival times); equal arrivals keep transaction order."""
+    arrival = label_arrival_us(cols["event_time_us"], cols["transaction_id"], label_delay, seed)
+    order = np.argsort(arrival, kind="stable")
+    return order, arrival[order]
+
+
 def _merge_positions(tx_time: np.ndarray, label_time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Both inputs are sorted, so each element's place in the merge is its rank in its own sequence
     # plus the number of elements of the other that precede it; labels win ties.
@@ -484,10 +506,10 @@ def _merge_positions(tx_time: np.ndarray, label_time: np.ndarray) -> tuple[np.nd
 
 
 def _merge_block(
-    cols: dict[str, np.ndarray], delay_us: int, tx: slice, labels: slice
+    cols: dict[str, np.ndarray], label_rows: np.ndarray, label_time: np.ndarray, tx: slice, labels: slice
 ) -> dict[str, np.ndarray]:
     tx_time = cols["event_time_us"][tx]
-    label_time = cols["event_time_us"][labels] + delay_us
+    rows, label_time = label_rows[labels], label_time[labels]
     pos_tx, pos_label = _merge_positions(tx_time, label_time)
     size = len(tx_time) + len(label_time)
     out: dict[str, np.ndarray] = {"kind": np.empty(size, dtype=np.int8)}
@@ -500,34 +522,35 @@ def _merge_block(
         col = cols[name]
         merged = np.empty(size, dtype=col.dtype)
         merged[pos_tx] = col[tx]
-        merged[pos_label] = col[labels]
+        merged[pos_label] = col[rows]
         out[name] = merged
     return out
 
 
-def stream_arrays(df: pd.DataFrame, label_delay_days: float = 7.0) -> dict[str, np.ndarray]:
+def stream_arrays(df: pd.DataFrame, label_delay: LabelDelaySpec = 7.0, *, seed: int = 0) -> dict[str, np.ndarray]:
     """The merged event order of :func:`stream` as numpy columns (``kind``: 0 transaction, 1 label)."""
-    delay = _delay_us(label_delay_days)
     cols = _stream_columns(df)
+    label_rows, label_time = _label_order(cols, label_delay, seed)
     n = len(cols["event_time_us"])
-    return _merge_block(cols, delay, slice(0, n), slice(0, n))
+    return _merge_block(cols, label_rows, label_time, slice(0, n), slice(0, n))
 
 
 def stream(
-    df: pd.DataFrame, label_delay_days: float = 7.0, *, chunk_size: int = 65_536
+    df: pd.DataFrame, label_delay: LabelDelaySpec = 7.0, *, seed: int = 0, chunk_size: int = 65_536
 ) -> Iterator[StreamEvent]:
-    """Every transaction of ``df`` in time order, interleaved with its label ``label_delay_days`` later.
+    """Every transaction of ``df`` in time order, interleaved with its label when it arrives: ``label_delay`` days
+    later, or as a label-arrival model (`scoring.label_delay`) draws it.
 
     Labels come before transactions at the same microsecond. Events are built a chunk at a time, so
     memory stays at a few numpy columns however long the frame.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1: {chunk_size}")
-    delay = _delay_us(label_delay_days)
     cols = _stream_columns(df)
+    label_rows, label_time = _label_order(cols, label_delay, seed)
     tx_time = cols["event_time_us"]
     n = len(tx_time)
-    i = j = 0  # next transaction, next label (labels share the transactions' order)
+    i = j = 0  # next transaction, next label (in arrival order)
     while i < n or j < n:
         # Emit everything up to a time bound that ends at most one chunk into either sequence; all
         # events at the bound go out together so that the tie rule holds across chunks.
@@ -535,11 +558,11 @@ def stream(
         if i < n:
             ends.append(int(tx_time[min(i + chunk_size, n) - 1]))
         if j < n:
-            ends.append(int(tx_time[min(j + chunk_size, n) - 1]) + delay)
+            ends.append(int(label_time[min(j + chunk_size, n) - 1]))
         bound = min(ends)
         i2 = int(np.searchsorted(tx_time, bound, side="right"))
-        j2 = int(np.searchsorted(tx_time, bound - delay, side="right"))
-        block = _merge_block(cols, delay, slice(i, i2), slice(j, j2))
+        j2 = int(np.searchsorted(label_time, bound, side="right"))
+        block = _merge_block(cols, label_rows, label_time, slice(i, i2), slice(j, j2))
         kinds = block["kind"].tolist()
         yield from (
             StreamEvent(_KIND_NAMES[k], t, tid, cid, term, amt, fr)

@@ -87,7 +87,7 @@ def _write_fused(
     seq_onnx: Path,
     gbt: OnnxBinding,
     seq: OnnxBinding,
-    weights: tuple[float, float],
+    stacker: tuple[float, float, float],
     version: int,
     features_dims: tuple[int, ...],
     sequence_dims: tuple[int, ...],
@@ -109,8 +109,9 @@ def _write_fused(
         "gbt_column": str(gbt.column if gbt.column is not None else 0),
         "seq_inputs": json.dumps(dict(seq.inputs)),
         "seq_output": seq.onnx_output,
-        "w_gbt": repr(float(weights[0])),
-        "w_seq": repr(float(weights[1])),
+        "w_gbt": repr(float(stacker[0])),
+        "w_seq": repr(float(stacker[1])),
+        "bias": repr(float(stacker[2])),
     }
     (out_dir / ENSEMBLE_MODEL / "config.pbtxt").write_text(
         model_config(
@@ -287,7 +288,7 @@ def write_repository(
     n_features: int,
     seq_len: int,
     seq_features: int,
-    combiner_weights: tuple[float, float] = (0.5, 0.5),
+    stacker: tuple[float, float, float] = (0.5, 0.5, 0.0),
     version: int = 1,
     target: str = "local",
     gpu: bool = False,
@@ -328,8 +329,8 @@ def write_repository(
             raise ValueError(f"{label} must be >= 1, got {value}")
     if max_queue_delay_us < 0 or default_timeout_us < 0:
         raise ValueError("max_queue_delay_us and default_timeout_us must be >= 0")
-    if len(combiner_weights) != 2:
-        raise ValueError(f"combiner_weights must hold two weights, got {combiner_weights!r}")
+    if len(stacker) != 3:
+        raise ValueError(f"stacker must hold (w_gbt, w_seq, bias), got {stacker!r}")
 
     out_dir = Path(out_dir)
     gbt_binding = inspect_gbt(Path(gbt_onnx), n_features)
@@ -400,7 +401,7 @@ def write_repository(
     combiner_dir = out_dir / COMBINER_MODEL / str(version)
     combiner_dir.mkdir(parents=True)
     shutil.copyfile(COMBINER_SOURCE, combiner_dir / "model.py")
-    w_gbt, w_seq = (float(w) for w in combiner_weights)
+    w_gbt, w_seq, bias = (float(w) for w in stacker)
     (out_dir / COMBINER_MODEL / "config.pbtxt").write_text(
         model_config(
             name=COMBINER_MODEL,
@@ -411,7 +412,7 @@ def write_repository(
             # The blend is a handful of flops per row: one CPU instance keeps up on either target.
             instance_kind="KIND_CPU",
             instance_count=1,
-            params={"version": str(version), "w_gbt": repr(w_gbt), "w_seq": repr(w_seq)},
+            params={"version": str(version), "w_gbt": repr(w_gbt), "w_seq": repr(w_seq), "bias": repr(bias)},
             **common,
         )
     )
@@ -430,6 +431,6 @@ def write_repository(
         )
     )
     if fused:
-        _write_fused(out_dir, gbt_onnx, seq_onnx, gbt_binding, seq_binding, (w_gbt, w_seq), version,
+        _write_fused(out_dir, gbt_onnx, seq_onnx, gbt_binding, seq_binding, (w_gbt, w_seq, bias), version,
                      (n_features,), (seq_len, seq_features), common)
     return out_dir

@@ -2,7 +2,7 @@
 
 XGBoost on the aggregate features (exported with onnxmltools), an LSTM on the customer's recent-event
 sequence joined with the same aggregate features (PyTorch on the CPU, exported with torch.onnx), and the
-combiner's weight chosen on validation data.
+stacker that combines them, fitted on validation data.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 
 
 def train_gbt(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_estimators: int = 300):  # noqa: ANN201
@@ -178,8 +177,12 @@ def export_lstm(model: object, n_features: int, seq_len: int, seq_features: int,
     )
 
 
-def choose_combiner_weight(p_gbt: np.ndarray, p_seq: np.ndarray, y: np.ndarray) -> float:
-    """Weight of the GBT in the weighted mean, chosen for average precision on validation data."""
-    grid = np.round(np.linspace(0.0, 1.0, 21), 2)
-    scores = [average_precision_score(y, w * p_gbt + (1 - w) * p_seq) for w in grid]
-    return float(grid[int(np.argmax(scores))])
+def fit_stacker(p_gbt: np.ndarray, p_seq: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """The ensemble's combiner: a logistic regression on both models' logits, fitted on validation data, so the
+    ensemble's score is a calibrated probability. Returns (w_gbt, w_seq, bias)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from scoring.common.calibration import logit
+
+    fit = LogisticRegression(C=1e6, max_iter=1000).fit(np.column_stack([logit(p_gbt), logit(p_seq)]), y)
+    return float(fit.coef_[0, 0]), float(fit.coef_[0, 1]), float(fit.intercept_[0])

@@ -13,14 +13,14 @@ import numpy as np
 
 from scoring import features as F
 
-# Buckets per terminal (terminal.lua): more than the delay plus the longest window, plus the current bucket.
+# Buckets per terminal (terminal.lua): more than the longest window, plus the current bucket.
 RING_SLOTS: Final = 160
-RING_DTYPE: Final = np.dtype([("bucket", "<i4"), ("count", "<i4"), ("frauds", "<i4")])
-EMPTY_RING: Final = np.array([(-1, 0, 0)] * RING_SLOTS, dtype=RING_DTYPE)
+RING_DTYPE: Final = np.dtype([("bucket", "<i4"), ("count", "<i4"), ("labelled", "<i4"), ("frauds", "<i4")])
+EMPTY_RING: Final = np.array([(-1, 0, 0, 0)] * RING_SLOTS, dtype=RING_DTYPE)
 # A customer's log record (customer.lua): event time (us), amount, terminal risk then, 8-byte id hash.
 RECORD_DTYPE: Final = np.dtype([("time", "<f8"), ("amount", "<f8"), ("risk", "<f8"), ("id_hash", "V8")])
-# Buckets back from an event's bucket H that its terminal windows cover: H - 4d - 1 (newest) .. the longest window.
-_TERMINAL_LAGS: Final = F.TERMINAL_DELAY_BUCKETS + 1 + np.arange(F.HORIZON_DAYS * F.TERMINAL_BUCKETS_PER_DAY)
+# Buckets back from an event's bucket H that its terminal windows cover: H - 1 (newest) .. the longest window.
+_TERMINAL_LAGS: Final = 1 + np.arange(max(F.TERMINAL_WINDOW_BUCKETS))
 assert RING_SLOTS > _TERMINAL_LAGS[-1]
 
 
@@ -33,17 +33,17 @@ def parse_rings(rings: list[bytes]) -> np.ndarray:
 
 
 def terminal_raw(bucket: np.ndarray, ring_of: np.ndarray, rings: np.ndarray) -> np.ndarray:
-    """[n, 2 * N_WINDOWS] (transactions, frauds) per terminal window for events in `bucket` (time //
-    TERMINAL_BUCKET_US), whose terminals' rings are rings[ring_of]."""
+    """[n, TERMINAL_RAW_FIELDS * N_TERMINAL_WINDOWS] (transactions, labelled, frauds) per terminal window for
+    events in `bucket` (time // TERMINAL_BUCKET_US), whose terminals' rings are rings[ring_of]."""
     buckets = bucket[:, None] - _TERMINAL_LAGS[None, :]
     entries = rings[ring_of[:, None], buckets % RING_SLOTS]
     valid = entries["bucket"] == buckets
-    counts = np.where(valid, entries["count"], 0).cumsum(axis=1)
-    frauds = np.where(valid, entries["frauds"], 0).cumsum(axis=1)
-    out = np.empty((len(bucket), 2 * F.N_WINDOWS))
-    for k, w in enumerate(F.WINDOWS_DAYS):
-        out[:, 2 * k] = counts[:, w * F.TERMINAL_BUCKETS_PER_DAY - 1]
-        out[:, 2 * k + 1] = frauds[:, w * F.TERMINAL_BUCKETS_PER_DAY - 1]
+    fields = ("count", "labelled", "frauds")
+    sums = [np.where(valid, entries[f], 0).cumsum(axis=1) for f in fields]
+    out = np.empty((len(bucket), F.TERMINAL_RAW_FIELDS * F.N_TERMINAL_WINDOWS))
+    for k, b in enumerate(F.TERMINAL_WINDOW_BUCKETS):
+        for f in range(F.TERMINAL_RAW_FIELDS):
+            out[:, F.TERMINAL_RAW_FIELDS * k + f] = sums[f][:, b - 1]
     return out
 
 

@@ -7,10 +7,10 @@
 -- ARGV:  ttl_s, horizon_us, packed events: per event '<II' (1-based index into KEYS of its log, of its
 --        terminal's ring or 0), then its record: '<ddd' (event time us, amount, terminal risk at that time) and an
 --        8-byte hash of its transaction id. With a ring index, the risk is computed here from the ring (the
---        7-day window of aggregates.py, read after terminal.lua folded the batch), so that both phases go in one
+--        14-day window of aggregates.py, read after terminal.lua folded the batch), so that both phases go in one
 --        round trip; on a cluster the ring is in another slot and the feature service sends the risk.
---        ARGV[4]: the number of log keys; ARGV[5..8]: the label delay and that window in buckets, the bucket's
---        length in us, the ring's slots.
+--        ARGV[4]: the number of log keys; ARGV[5..8]: the buckets between an event's and its window's newest
+--        (1: the one before), that window in buckets, the bucket's length in us, the ring's slots.
 -- Reply: {per event '<dd' (records visible to it: its own record and those before it, folded now 1/0),
 --         log of KEYS[1], ..., log of KEYS[#KEYS]}
 local ttl = tonumber(ARGV[1])
@@ -18,8 +18,8 @@ local horizon = tonumber(ARGV[2])
 local packed = ARGV[3]
 local n_logs = tonumber(ARGV[4])
 local REC, EV, DAY = 32, 40, 86400000000
-local ENTRY = 12
-local DELAY, RISK_BUCKETS = tonumber(ARGV[5]), tonumber(ARGV[6])
+local ENTRY = 16
+local FIRST_LAG, RISK_BUCKETS = tonumber(ARGV[5]), tonumber(ARGV[6])
 local BUCKET, SLOTS = tonumber(ARGV[7]), tonumber(ARGV[8])
 local n = #packed / EV
 local logs, dirty, out, rings = {}, {}, {}, {}
@@ -34,15 +34,15 @@ for i = 1, n do
       rings[r] = ring
     end
     local bucket = math.floor(struct.unpack('<d', rec) / BUCKET)
-    local count, frauds = 0, 0
+    local labelled, frauds = 0, 0
     if #ring > 0 then
-      for lag = DELAY + 1, DELAY + RISK_BUCKETS do
-        local stamp, c, f = struct.unpack('<iii', ring, ((bucket - lag) % SLOTS) * ENTRY + 1)
-        if stamp == bucket - lag then count, frauds = count + c, frauds + f end
+      for lag = FIRST_LAG, FIRST_LAG + RISK_BUCKETS - 1 do
+        local stamp, _, l, f = struct.unpack('<iiii', ring, ((bucket - lag) % SLOTS) * ENTRY + 1)
+        if stamp == bucket - lag then labelled, frauds = labelled + l, frauds + f end
       end
     end
     local risk = 0.0
-    if count > 0 then risk = frauds / count end
+    if labelled > 0 then risk = frauds / labelled end
     rec = string.sub(rec, 1, 16) .. struct.pack('<d', risk) .. string.sub(rec, 25)
   end
   local log = logs[k]

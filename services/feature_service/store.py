@@ -46,8 +46,8 @@ _EVENT_DTYPE = np.dtype([("key", "<u4"), ("ring", "<u4"), ("record", aggregates.
 # The window whose terminal risk a customer's log record carries (customer.lua computes it on a single Redis), in
 # buckets, the bucket's length and the ring's slots.
 _RISK_WINDOW = (
-    F.TERMINAL_DELAY_BUCKETS,
-    F.WINDOWS_DAYS[F.SEQ_RISK_WINDOW_INDEX] * F.TERMINAL_BUCKETS_PER_DAY,
+    1,
+    F.TERMINAL_WINDOW_BUCKETS[F.SEQ_RISK_WINDOW_INDEX],
     F.TERMINAL_BUCKET_US,
     aggregates.RING_SLOTS,
 )
@@ -79,8 +79,8 @@ class FeatureBatch:
 
 
 def _risk(terminal_raw: np.ndarray) -> np.ndarray:
-    k = F.SEQ_RISK_WINDOW_INDEX
-    return F.terminal_risk(terminal_raw[:, 2 * k], terminal_raw[:, 2 * k + 1])
+    base = F.TERMINAL_RAW_FIELDS * F.SEQ_RISK_WINDOW_INDEX
+    return F.terminal_risk(terminal_raw[:, base + 1], terminal_raw[:, base + 2])
 
 
 class FeatureStore:

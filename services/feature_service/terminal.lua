@@ -5,8 +5,9 @@
 -- KEYS:  the ring keys t{<tag>}:<terminal> of the distinct terminals of this call (all in the call's slot).
 -- ARGV:  ttl_s, tag ("{t3}"), ring slots, packed events (per event '<Ii': 1-based index into KEYS, bucket), then
 --        one transaction id per event.
--- State: t{tag}:<terminal>  string  slots entries '<iii' (bucket, transactions, frauds), entry = bucket mod slots
---        x{tag}:<txid>      string  "<ring key>|<bucket>|<fraud 0/1>": label routing and idempotency
+-- State: t{tag}:<terminal>  string  slots entries '<iiii' (bucket, transactions, labelled, frauds among them),
+--                                   entry = bucket mod slots
+--        x{tag}:<txid>      string  "<ring key>|<bucket>|<label: - none yet, 0, 1>": label routing, idempotency
 -- Reply: {one byte per event ('1' folded now, '0' already folded), ring of KEYS[1], ..., ring of KEYS[#KEYS]}
 -- (a terminal without state has the empty string as its ring).
 local ttl = tonumber(ARGV[1])
@@ -14,20 +15,21 @@ local tag = ARGV[2]
 local SLOTS = tonumber(ARGV[3])
 local packed = ARGV[4]
 local n = #packed / 8
-local ENTRY = 12
-local empty = string.rep(struct.pack('<iii', -1, 0, 0), SLOTS)
+local ENTRY = 16
+local empty = string.rep(struct.pack('<iiii', -1, 0, 0, 0), SLOTS)
 local rings, fresh = {}, {}
 for i = 1, n do
   local k, bucket = struct.unpack('<Ii', packed, (i - 1) * 8 + 1)
-  local route = KEYS[k] .. '|' .. bucket .. '|0'
+  local route = KEYS[k] .. '|' .. bucket .. '|-'
   if redis.call('SET', 'x' .. tag .. ':' .. ARGV[4 + i], route, 'NX', 'EX', ttl) then
     local ring = rings[k] or redis.call('GET', KEYS[k]) or empty
     local pos = (bucket % SLOTS) * ENTRY + 1
-    local stamp, count, frauds = struct.unpack('<iii', ring, pos)
+    local stamp, count, labelled, frauds = struct.unpack('<iiii', ring, pos)
     -- An entry holding an older bucket is reused; one holding a newer one (an event a whole ring late) is kept.
     if stamp <= bucket then
-      if stamp < bucket then count, frauds = 0, 0 end
-      ring = string.sub(ring, 1, pos - 1) .. struct.pack('<iii', bucket, count + 1, frauds) .. string.sub(ring, pos + ENTRY)
+      if stamp < bucket then count, labelled, frauds = 0, 0, 0 end
+      ring = string.sub(ring, 1, pos - 1) .. struct.pack('<iiii', bucket, count + 1, labelled, frauds)
+        .. string.sub(ring, pos + ENTRY)
     end
     rings[k] = ring
     fresh[i] = '1'

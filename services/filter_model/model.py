@@ -1,7 +1,9 @@
 """The cascade's first stage: a small model run in-process with ONNX Runtime.
 
-Two ONNX models: the main one on the full feature vector, and a fallback on the features an event carries by
-itself, used when the feature service is down (so a degraded answer is still a calibrated one).
+Two ONNX models: the main one (a few shallow trees) on the full feature vector, and a fallback (a logistic
+regression) on the features an event carries by itself, used when the feature service is down. Each model's output
+goes through its Platt scaling, fitted on validation data, so the filter's score is a probability on the same scale
+as the ensemble's (`scoring.common.calibration`), and the threshold is on that scale.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from scoring.common.calibration import platt
 
 
 class FilterInputError(ValueError):
@@ -24,6 +28,8 @@ class FilterMeta:
     threshold: float
     feature_names: list[str]
     fallback_features: list[int]
+    # Platt scaling (a, b) of each model's output: "main", "fallback".
+    calibration: dict[str, tuple[float, float]]
 
     @classmethod
     def load(cls, path: Path) -> FilterMeta:
@@ -33,7 +39,12 @@ class FilterMeta:
             threshold=float(data["threshold"]),
             feature_names=list(data["feature_names"]),
             fallback_features=list(data["fallback_features"]),
+            calibration={k: (float(a), float(b)) for k, (a, b) in data["calibration"].items()},
         )
+
+    def calibrated(self, raw: np.ndarray, model: str) -> np.ndarray:
+        """A model's raw class-1 output -> the served probability (float32)."""
+        return platt(raw, *self.calibration[model]).astype(np.float32)
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -59,11 +70,11 @@ class FilterModel:
         if features.ndim != 2 or features.shape[1] != self.n_features:
             raise FilterInputError(f"features: expected [rows, {self.n_features}], got {list(features.shape)}")
         if self_contained_only:
-            session, x = self.fallback, features[:, self.meta.fallback_features]
+            session, x, model = self.fallback, features[:, self.meta.fallback_features], "fallback"
         else:
-            session, x = self.main, features
+            session, x, model = self.main, features, "main"
         outputs = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
-        return probability_of_positive(outputs)
+        return self.meta.calibrated(probability_of_positive(outputs), model)
 
 
 def probability_of_positive(outputs: list[object]) -> np.ndarray:

@@ -41,7 +41,7 @@ class LastResort:
         if len(amount) == 0:
             return np.zeros(0)
         x = F.self_contained_features(amount, event_time_us)[:, self.columns]
-        scores = probability_of_positive(self.session.run(None, {self.input_name: x}))
+        scores = self.meta.calibrated(probability_of_positive(self.session.run(None, {self.input_name: x})), "fallback")
         # Inputs are bounded at the edge, so this cannot be non-finite; if a model file ever made it so, the
         # event still gets a score in range (0: the cascade's "clear") rather than a NaN.
         return np.nan_to_num(np.clip(scores.astype(np.float64), 0.0, 1.0), nan=0.0)

@@ -88,12 +88,13 @@ async def test_a_batch_over_many_slots_is_folded_whole_and_in_order_per_entity(f
 async def test_labels_count_once_and_can_be_withdrawn(feature_address) -> None:
     prefix = uuid.uuid4().hex[:8]
     rows = [(f"e{i}", T0 + i, f"c{i}", "shop", 5.0) for i in range(4)]
-    probe_time = T0 + 8 * DAY  # the first 6 hours of day 0 are in the 1-day window of an event 8 days later
+    probe_time = T0 + 8 * DAY  # the first 6 hours of day 0 are in the 8-day window of an event 8 days later
 
-    async def risk(stub, name: str) -> float:
+    async def window(stub, name: str) -> tuple[float, float]:
+        """(labelled, risk) of the shop's 8-day window, seen by a probe event."""
         (features, _) = await fold(stub, request(prefix, [(name, probe_time, "probe", "shop", 1.0)]))
-        assert features[0, col("terminal_nb_tx_1day")] == 4
-        return float(features[0, col("terminal_risk_1day")])
+        assert features[0, col("terminal_nb_tx_8day")] == 4
+        return float(features[0, col("terminal_nb_labelled_8day")]), float(features[0, col("terminal_risk_8day")])
 
     async def label(stub, txids: list[str], fraud: bool) -> features_pb2.LabelAck:
         return await stub.ReportLabels(
@@ -109,6 +110,9 @@ async def test_labels_count_once_and_can_be_withdrawn(feature_address) -> None:
         ack = await label(stub, ["e0", "e1", "never-seen"], True)
         assert (ack.accepted, ack.unknown) == (2, 1)
         assert (await label(stub, ["e0", "e0"], True)).accepted == 2  # re-sent: known, counted once
-        assert await risk(stub, "p1") == pytest.approx(2 / 4)
-        await label(stub, ["e1"], False)  # withdrawn
-        assert await risk(stub, "p2") == pytest.approx(1 / 4)
+        assert await window(stub, "p1") == (2, pytest.approx(1.0))
+        await label(stub, ["e1"], False)  # withdrawn: still labelled, no longer a fraud
+        assert await window(stub, "p2") == (2, pytest.approx(1 / 2))
+        await label(stub, ["e2"], False)  # a genuine label: labelled, and the risk is over the labelled
+        assert await window(stub, "p3") == (3, pytest.approx(1 / 3))
+

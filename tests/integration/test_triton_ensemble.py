@@ -49,7 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 N_FEATURES = 15
 SEQ_LEN = 8
 SEQ_FEATURES = 4
-WEIGHTS = (0.7, 0.3)
+STACKER = (0.7, 0.3, -0.4)  # w_gbt, w_seq, bias of the logistic stacker
 VERSION = 2  # not 1, so a default version cannot pass for the configured one
 READY_TIMEOUT_S = 120.0
 # Queue timeout of the live server's models. Larger than the 50 ms default on purpose: with any queue policy
@@ -154,7 +154,12 @@ def _reference(models: OnnxModels, features: np.ndarray, sequence: np.ndarray) -
     seq = ort.InferenceSession(str(models.seq), providers=["CPUExecutionProvider"])
     p_gbt = gbt.run(["probabilities"], {"features": features})[0][:, 1]
     p_seq = seq.run(["probability"], {"features": features, "sequence": sequence})[0].reshape(-1)
-    return WEIGHTS[0] * p_gbt + WEIGHTS[1] * p_seq, p_gbt, p_seq
+    def logit(p: np.ndarray) -> np.ndarray:
+        p = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+        return np.log(p / (1 - p))
+
+    w_gbt, w_seq, bias = STACKER
+    return 1 / (1 + np.exp(-(w_gbt * logit(p_gbt) + w_seq * logit(p_seq) + bias))), p_gbt, p_seq
 
 
 def _inputs(features: np.ndarray, sequence: np.ndarray) -> list[grpcclient.InferInput]:
@@ -187,7 +192,7 @@ def test_repository_configs_parse(onnx_models: OnnxModels, tmp_path: Path, targe
         n_features=N_FEATURES,
         seq_len=SEQ_LEN,
         seq_features=SEQ_FEATURES,
-        combiner_weights=WEIGHTS,
+        stacker=STACKER,
         version=VERSION,
         target=target,
         gpu=target == "container",
@@ -238,16 +243,14 @@ def test_repository_configs_parse(onnx_models: OnnxModels, tmp_path: Path, targe
     assert dict(steps[GBT_MODEL].input_map) == {"FEATURES": "FEATURES"}
     combiner = configs[COMBINER_MODEL]
     assert combiner.backend == "python"
-    assert float(combiner.parameters["w_gbt"].string_value) == WEIGHTS[0]
-    assert float(combiner.parameters["w_seq"].string_value) == WEIGHTS[1]
+    assert tuple(float(combiner.parameters[k].string_value) for k in ("w_gbt", "w_seq", "bias")) == STACKER
 
     if target == "local":
         fused = configs[ENSEMBLE_MODEL]
         assert (fused.backend, fused.platform) == ("python", "")
         for name in ("model.py", "gbt.onnx", "seq.onnx"):
             assert (repo / ENSEMBLE_MODEL / str(VERSION) / name).is_file()
-        assert float(fused.parameters["w_gbt"].string_value) == WEIGHTS[0]
-        assert float(fused.parameters["w_seq"].string_value) == WEIGHTS[1]
+        assert tuple(float(fused.parameters[k].string_value) for k in ("w_gbt", "w_seq", "bias")) == STACKER
         assert fused.parameters["gbt_column"].string_value == "1"
         assert json.loads(fused.parameters["seq_inputs"].string_value) == {"FEATURES": "features",
                                                                           "SEQUENCE": "sequence"}
@@ -283,7 +286,7 @@ def test_container_onnx_adapter_matches_source(onnx_models: OnnxModels, tmp_path
         n_features=N_FEATURES,
         seq_len=SEQ_LEN,
         seq_features=SEQ_FEATURES,
-        combiner_weights=WEIGHTS,
+        stacker=STACKER,
         target="container",
         gpu=False,
     )
@@ -444,7 +447,7 @@ async def triton_server(
         n_features=N_FEATURES,
         seq_len=SEQ_LEN,
         seq_features=SEQ_FEATURES,
-        combiner_weights=WEIGHTS,
+        stacker=STACKER,
         version=VERSION,
         default_timeout_us=LIVE_DEFAULT_TIMEOUT_US,
     )

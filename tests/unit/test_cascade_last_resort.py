@@ -28,7 +28,8 @@ def fallback_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     y = (x[:, 0] + 0.3 * rng.normal(size=400) > 1.0).astype(int)
     out = tmp_path_factory.mktemp("filter")
     main, fallback = train_filter(x, y)
-    export_filter(main, fallback, out, threshold=0.5, version="7")
+    calibration = {"main": (1.0, 0.0), "fallback": (0.8, -0.5)}
+    export_filter(main, fallback, out, threshold=0.5, version="7", calibration=calibration)
     return out
 
 

@@ -25,6 +25,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from scoring import features as F
 from services.ensemble.repository import ENSEMBLE_MODEL
 
 pytestmark = pytest.mark.unit
@@ -38,7 +39,7 @@ ARTIFACTS = ROOT / "artifacts"
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 ORT_MAX_IR_VERSION = 10
 ORT_MAX_OPSET = {"": 21, "ai.onnx": 21, "ai.onnx.ml": 4}
-N_FEATURES, SEQ_LEN, SEQ_FEATURES = 15, 8, 5
+N_FEATURES, SEQ_LEN, SEQ_FEATURES = len(F.FEATURE_NAMES), F.SEQ_LEN, len(F.SEQ_FEATURE_NAMES)
 
 
 def load_builder() -> Any:
@@ -191,7 +192,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """What `make triton-repo` writes, from stand-in models and a training report."""
     artifacts = tmp_path_factory.mktemp("artifacts")
     synthetic_onnx(artifacts / "models" / "ensemble")
-    (artifacts / "train_report.json").write_text(json.dumps({"version": 1, "combiner_weight_gbt": 0.3}))
+    report = {"version": 1, "stacker": {"w_gbt": 0.3, "w_seq": 0.7, "bias": -1.5}}
+    (artifacts / "train_report.json").write_text(json.dumps(report))
     return dict(load_builder().build(artifacts))
 
 
@@ -202,8 +204,8 @@ REPOSITORIES = [("triton_repository_container", False), ("triton_repository_cont
 def test_make_triton_repo_writes_a_repository_triton_can_load(built, name, gpu) -> None:
     assert repository_problems(built[name], gpu) == []
     combiner = parse_config(built[name] / "fraud_combiner" / "config.pbtxt")
-    weights = {p: float(v.string_value) for p, v in combiner.parameters.items() if p.startswith("w_")}
-    assert weights == pytest.approx({"w_gbt": 0.3, "w_seq": 0.7}), "the combiner weight comes from the report"
+    stacker = {p: float(v.string_value) for p, v in combiner.parameters.items() if p in ("w_gbt", "w_seq", "bias")}
+    assert stacker == pytest.approx({"w_gbt": 0.3, "w_seq": 0.7, "bias": -1.5}), "the stacker comes from the report"
 
 
 def test_the_repository_check_finds_a_missing_model_and_an_unknown_key(built, tmp_path) -> None:
