@@ -29,6 +29,6 @@ class FeatureSettings(ServiceSettings):
     # idempotent). Less than the gateway's 15 s, so the answer says what happened.
     labels_timeout_s: float = 10.0
     redis_max_connections: int = 32
-    # How long per-entity state and label routing survive without traffic (wall clock): the longest window
-    # plus the label delay plus slack for late labels.
-    state_ttl_s: int = 45 * 86_400
+    # How long per-entity state and label routing survive without traffic (wall clock): longer than the realistic
+    # label tail (60 days, scoring/label_delay.py), so a late label still finds its transaction.
+    state_ttl_s: int = 65 * 86_400
