@@ -43,6 +43,8 @@ def build(artifacts: Path, gbt_onnx: Path | None = None, seq_onnx: Path | None =
     if not report_path.is_file():
         raise SystemExit(f"{report_path} not found: train first (`make models` or `scoring train --out {artifacts}`)")
     report = json.loads(report_path.read_text())
+    if "stacker" not in report:
+        raise SystemExit(f"{report_path}: trained before the ensemble's stacker (issue 15); retrain (make models)")
     stacker = report["stacker"]
     written = {}
     for name, gpu in CONTAINER_REPOSITORIES.items():

@@ -58,7 +58,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return 2
 
     async def run():  # noqa: ANN202
-        feed = LabelFeed(frame, spec) if spec else None
+        # The seed training drew its label delays with, so a replayed label arrives when training assumed.
+        report = args.artifacts / "train_report.json"
+        seed = json.loads(report.read_text())["config"]["simulation"]["seed"] if report.exists() else 0
+        feed = LabelFeed(frame, spec, seed=int(seed)) if spec else None
         if args.columns:
             return await replay_columns(args.gateway, transactions, args.columns, budget_ms=args.budget_ms,
                                         labels=feed)

@@ -141,6 +141,11 @@ def read_transactions(path: str | Path) -> pd.DataFrame:
         raise _refuse(path, df, "TX_FRAUD", bad_fraud, "are not 0 or 1")
 
     columns = {c: _integers(path, df, c) for c in ID_COLUMNS}
+    # Again as integers: "1", "01" and "1.0" are distinct text but one id.
+    as_int = columns["TRANSACTION_ID"].duplicated(keep=False)
+    if as_int.any():
+        reused = f"reuse a TRANSACTION_ID once read as integers ({columns['TRANSACTION_ID'][as_int].nunique()} values)"
+        raise _refuse(path, df, "TRANSACTION_ID", as_int.to_numpy(), reused)
     if "TX_FRAUD_SCENARIO" in df.columns:
         scenario = _integers(path, df, "TX_FRAUD_SCENARIO", "must hold small integers, 0 to 127")
         out_of_range = (scenario < 0) | (scenario > np.iinfo(np.int8).max)

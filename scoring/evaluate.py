@@ -279,8 +279,10 @@ def format_evaluation(result: dict[str, Any]) -> str:
             base = aps["fixed:7d"]
             worst = min(aps.values())
             ok = base >= AP_TARGET and base - worst <= AP_DROP_ALLOWED
+            source = "live gateway" if all("tables" in (e.get("live") or {}) for e in result["delays"].values()) \
+                else "offline, no complete live run"
             lines.append(
-                f"served cascade AP ({protocol}): " + ", ".join(f"{d} {v:.3f}" for d, v in aps.items())
+                f"served cascade AP ({protocol}, {source}): " + ", ".join(f"{d} {v:.3f}" for d, v in aps.items())
                 + f"; target fixed:7d >= {AP_TARGET} and at most {AP_DROP_ALLOWED} lower elsewhere: "
                 + ("met" if ok else "NOT met")
             )

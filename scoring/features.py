@@ -150,12 +150,24 @@ def derive_sequences(time_us: np.ndarray, seq_raw: np.ndarray, seq_count: np.nda
     return newest_first[:, ::-1, :].astype(np.float32)
 
 
-def _group_keys(group: np.ndarray, time_us: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stable sort by group, and an int64 key (group rank, time) that searchsorted can window over."""
-    order = np.argsort(group, kind="stable")
-    _, rank = np.unique(group[order], return_inverse=True)
-    key = rank.astype(np.int64) * span + (time_us[order] - time_us.min())
-    return order, key
+def _pair_keys(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """int64 keys ordered as the pairs (major, minor), from dense ranks so they cannot overflow: at most n * 2n for
+    n pairs, where (rank, microseconds) would pass 2**63 at about 270,000 customers over a year."""
+    _, major_rank = np.unique(major, return_inverse=True)
+    _, minor_rank = np.unique(minor, return_inverse=True)
+    return major_rank.astype(np.int64) * (int(minor_rank.max(initial=0)) + 1) + minor_rank
+
+
+def _window_starts(group: np.ndarray, time_us: np.ndarray, widths_us: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Stable order by (group, time), and for each width w the position in that order of the first event of the
+    same group with time > t - w, per event in that order."""
+    order = np.lexsort((time_us, group))
+    g, t = group[order], time_us[order]
+    # Keys over the events' times and every window's lower bound together, so that both rank alike.
+    bounds = [t - w for w in widths_us]
+    keys = _pair_keys(np.concatenate([g] * (1 + len(bounds))), np.concatenate([t, *bounds]))
+    own, below = keys[: len(t)], keys[len(t) :].reshape(len(bounds), len(t))
+    return order, [np.searchsorted(own, below[k], side="right") for k in range(len(bounds))]
 
 
 def compute_raw_offline(
@@ -175,15 +187,17 @@ def compute_raw_offline(
     time_us = np.asarray(time_us, dtype=np.int64)
     amount = np.asarray(amount, dtype=np.float64)
     fraud = np.asarray(fraud, dtype=np.float64)
-    span = int(time_us.max() - time_us.min()) + HORIZON_US + 1 if n else 1
+    if n > 1 and bool(np.any(np.diff(time_us) < 0)):
+        raise ValueError("compute_raw_offline needs events in time order")
     raw = np.zeros((n, len(RAW_COLUMNS)))
 
-    c_order, c_key = _group_keys(np.asarray(customer), time_us, span)
+    widths = [w * US_PER_DAY for w in WINDOWS_DAYS] + [HORIZON_US]
+    c_order, starts = _window_starts(np.asarray(customer), time_us, widths)
     c_amount = amount[c_order]
     c_cum = np.concatenate([[0.0], np.cumsum(c_amount)])
     positions = np.arange(n)
-    for k, w in enumerate(WINDOWS_DAYS):
-        start = np.searchsorted(c_key, c_key - w * US_PER_DAY, side="right")
+    for k in range(len(WINDOWS_DAYS)):
+        start = starts[k]
         raw[c_order, 2 * k] = positions - start + 1
         raw[c_order, 2 * k + 1] = c_cum[positions + 1] - c_cum[start]
 
@@ -194,7 +208,7 @@ def compute_raw_offline(
 
     # Sequences: the customer's events within the horizon, newest first, the event itself included.
     risk = sequence_risk(raw)
-    horizon_start = np.searchsorted(c_key, c_key - HORIZON_US, side="right")
+    horizon_start = starts[-1]
     back = positions[:, None] - np.arange(SEQ_LEN + 1)[None, :]
     valid = back >= horizon_start[:, None]
     back = np.where(valid, back, 0)
@@ -215,8 +229,8 @@ def _terminal_raw_offline(
     the frauds among them, counting only the labels that had arrived at each event's time.
 
     A sweep over the events' buckets: the labels that arrived before bucket H are folded into per-(terminal,
-    bucket) totals, whose prefix sums give every window of the events in H; labels arriving inside H before an
-    event are added pairwise (few: a terminal has about one event per bucket)."""
+    bucket) totals, whose prefix sums give every window of the events in H; labels arriving inside H at or before
+    an event's time are added from a prefix sum over that (terminal, bucket)'s labels in arrival order."""
     n = len(time_us)
     bucket = time_us // TERMINAL_BUCKET_US
     b0 = int(bucket.min())
@@ -257,20 +271,23 @@ def _terminal_raw_offline(
             out[e, TERMINAL_RAW_FIELDS * k + 1] = lab_cum[hi[e]] - lab_cum[lo[k][e]]
             out[e, TERMINAL_RAW_FIELDS * k + 2] = fr_cum[hi[e]] - fr_cum[lo[k][e]]
 
-    # Labels that arrive in an event's own bucket, at or before its time: pairs on (terminal, bucket of arrival).
-    import pandas as pd
-
-    events = pd.DataFrame({"k": t_rank.astype(np.int64) * n_buckets + (bucket - b0), "event": np.arange(n)})
-    labels = pd.DataFrame({"k": t_rank.astype(np.int64) * n_buckets + (arrival_bucket - b0), "label": np.arange(n)})
-    pairs = events.merge(labels, on="k")
-    ev, lb = pairs["event"].to_numpy(), pairs["label"].to_numpy()
-    age = bucket[ev] - bucket[lb]  # buckets between the labelled transaction and the event
-    keep = (arrival_us[lb] <= time_us[ev]) & (age >= 1)
-    ev, lb, age = ev[keep], lb[keep], age[keep]
+    # Labels that arrive in an event's own bucket, at or before its time: for each event, the labels of its terminal
+    # delivered in its bucket, ordered by arrival, counted up to its time with a prefix sum per window.
+    arriving_in = t_rank.astype(np.int64) * n_buckets + (arrival_bucket - b0)  # (terminal, bucket of arrival)
+    pairs = _pair_keys(np.concatenate([arriving_in, key, key]),
+                      np.concatenate([arrival_us, time_us, np.full(n, np.iinfo(np.int64).min)]))
+    label_keys, event_keys, group_first = pairs[:n], pairs[n : 2 * n], pairs[2 * n :]
+    by_key = np.argsort(label_keys, kind="stable")
+    sorted_keys = label_keys[by_key]
+    arrived = np.searchsorted(sorted_keys, event_keys, side="right")  # labels of the group arrived by the event's time
+    group_start = np.searchsorted(sorted_keys, group_first, side="left")  # the group's first label
+    age = (arrival_bucket - bucket)[by_key]  # buckets between a label's transaction and the bucket it arrives in
     for k, b in enumerate(TERMINAL_WINDOW_BUCKETS):
-        inside = age <= b
-        np.add.at(out[:, TERMINAL_RAW_FIELDS * k + 1], ev[inside], 1.0)
-        np.add.at(out[:, TERMINAL_RAW_FIELDS * k + 2], ev[inside], fraud[lb[inside]])
+        inside = ((age >= 1) & (age <= b)).astype(np.float64)
+        labelled_cum = np.concatenate([[0.0], np.cumsum(inside)])
+        fraud_cum = np.concatenate([[0.0], np.cumsum(inside * fraud[by_key])])
+        out[:, TERMINAL_RAW_FIELDS * k + 1] += labelled_cum[arrived] - labelled_cum[group_start]
+        out[:, TERMINAL_RAW_FIELDS * k + 2] += fraud_cum[arrived] - fraud_cum[group_start]
     return out
 
 

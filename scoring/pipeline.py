@@ -68,6 +68,7 @@ def source_fingerprint() -> str:
     files = [
         root / "scoring" / "features.py",
         root / "scoring" / "label_delay.py",
+        root / "scoring" / "common" / "calibration.py",
         root / "scoring" / "dataset.py",
         root / "scoring" / "simulator.py",
         root / "scoring" / "pipeline.py",

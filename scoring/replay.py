@@ -38,6 +38,7 @@ class ReplayResult:
     scores: dict[str, float] = field(default_factory=dict)
     labels_accepted: int = 0
     labels_unknown: int = 0
+    labels_failed: int = 0  # in ReportLabels calls that failed
     latency_us: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, 60_000_000, 3))
     elapsed_s: float = 0.0
 
@@ -70,16 +71,18 @@ class ReplayResult:
         lines.append("models      " + ", ".join(f"{k} ({v:,})" for k, v in sorted(self.versions.items())))
         lines.append("degraded    " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.degraded.items())) or "none"))
         lines.append("errors      " + (", ".join(f"{k} {v:,}" for k, v in sorted(self.errors.items())) or "none"))
-        lines.append(f"labels      reported as they arrived: accepted {self.labels_accepted:,}, "
-                     f"unknown {self.labels_unknown:,}")
+        if self.labels_accepted or self.labels_unknown or self.labels_failed:
+            lines.append(f"labels      reported as they arrived: accepted {self.labels_accepted:,}, "
+                         f"unknown {self.labels_unknown:,}, in failed calls {self.labels_failed:,}")
         return "\n".join(lines)
 
 
 class LabelFeed:
     """The labels of the replayed transactions, reported in event time: `advance(t)` sends, in the background,
-    every label whose arrival is at or before event time t. The replay advances it as answers come back (to the
-    event time of the latest answered event), so a label never overtakes its own transaction, which a bank could
-    not label before it had seen it."""
+    every label whose arrival is at or before event time t. The replay advances it as answers come back, to the
+    time of the earliest event not answered yet, so a label never overtakes its own transaction's answer (a bank
+    cannot label what it has not seen). An event answered degraded, its fold left to the feature service's
+    backlog, can still be folded after its label: that label counts as unknown."""
 
     def __init__(self, frame: pd.DataFrame, label_delay: str, seed: int = 0, max_batch: int = 512) -> None:
         from scoring import simulator
@@ -111,12 +114,16 @@ class LabelFeed:
 
     async def _send(self, labels: list[types_pb2.LabelReport]) -> None:
         assert self._stub is not None and self._result is not None
-        ack = await self._stub.ReportLabels(gateway_pb2.ReportLabelsRequest(labels=labels), timeout=30)
+        try:
+            ack = await self._stub.ReportLabels(gateway_pb2.ReportLabelsRequest(labels=labels), timeout=30)
+        except grpc.aio.AioRpcError:
+            self._result.labels_failed += len(labels)
+            return
         self._result.labels_accepted += ack.accepted
         self._result.labels_unknown += ack.unknown
 
     async def close(self) -> None:
-        await asyncio.gather(*self._tasks)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
 
@@ -167,7 +174,7 @@ async def replay_stream(
     result = ReplayResult() if result is None else result
     scheduled: dict[str, float] = {}
     interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
-    event_time = {tx.transaction_id: _event_time_us(tx) for tx in transactions} if labels is not None else {}
+    oldest_open = 0  # index of the first transaction not answered yet
 
     async def requests() -> AsyncIterator[gateway_pb2.ScoreRequest]:
         start = time.perf_counter()
@@ -188,22 +195,27 @@ async def replay_stream(
         started = time.perf_counter()
         call = stub.ScoreStream(requests(), timeout=timeout_s, metadata=budget_metadata(budget_ms))
         seen: set[str] = set()
-        async for response in call:
-            now = time.perf_counter()
-            txid = response.transaction_id
-            if txid in seen:
-                result.duplicates += 1
-                continue
-            seen.add(txid)
-            result.answered += 1
-            if txid in scheduled:
-                result.latency_us.record_value(max(1, int((now - scheduled[txid]) * 1e6)))
-            record(result, response)
-            if labels is not None and txid in event_time:
-                labels.advance(event_time[txid])
+        try:
+            async for response in call:
+                now = time.perf_counter()
+                txid = response.transaction_id
+                if txid in seen:
+                    result.duplicates += 1
+                    continue
+                seen.add(txid)
+                result.answered += 1
+                if txid in scheduled:
+                    result.latency_us.record_value(max(1, int((now - scheduled[txid]) * 1e6)))
+                record(result, response)
+                if labels is not None:
+                    while oldest_open < len(transactions) and transactions[oldest_open].transaction_id in seen:
+                        oldest_open += 1
+                    # Labels due by the earliest open event's time: their transactions came before it, all answered.
+                    labels.advance(_event_time_us(transactions[min(oldest_open, len(transactions) - 1)]))
+        finally:
+            if labels is not None:
+                await labels.close()
         result.elapsed_s = time.perf_counter() - started
-        if labels is not None:
-            await labels.close()
     return result
 
 
@@ -261,15 +273,18 @@ async def replay_batches(
         started = time.perf_counter()
         seen: set[str] = set()
         k = 0
-        async for reply in stub.ScoreBatchStream(requests(), timeout=timeout_s, metadata=budget_metadata(budget_ms)):
-            took_us = max(1, int((time.perf_counter() - sent_at[k]) * 1e6))
-            k += 1
-            record_batch(result, seen, reply.responses, took_us)
-            if labels is not None:  # the labels due by the batch's last event (a batch's events are one moment)
-                labels.advance(_event_time_us(transactions[min(k * batch_size, len(transactions)) - 1]))
+        try:
+            async for reply in stub.ScoreBatchStream(requests(), timeout=timeout_s,
+                                                     metadata=budget_metadata(budget_ms)):
+                took_us = max(1, int((time.perf_counter() - sent_at[k]) * 1e6))
+                k += 1
+                record_batch(result, seen, reply.responses, took_us)
+                if labels is not None:  # the labels due by the batch's last event (a batch's events are one moment)
+                    labels.advance(_event_time_us(transactions[min(k * batch_size, len(transactions)) - 1]))
+        finally:
+            if labels is not None:
+                await labels.close()
         result.elapsed_s = time.perf_counter() - started
-        if labels is not None:
-            await labels.close()
     return result
 
 
@@ -333,16 +348,19 @@ async def replay_columns(
         started = time.perf_counter()
         seen: set[str] = set()
         k = 0
-        async for reply in stub.ScoreColumnsStream(requests(), timeout=timeout_s, metadata=budget_metadata(budget_ms)):
-            sent_at, request = sent[k]
-            took_us = max(1, int((time.perf_counter() - sent_at) * 1e6))
-            k += 1
-            record_batch(result, seen, column_responses(request, reply), took_us)
+        try:
+            async for reply in stub.ScoreColumnsStream(requests(), timeout=timeout_s,
+                                                       metadata=budget_metadata(budget_ms)):
+                sent_at, request = sent[k]
+                took_us = max(1, int((time.perf_counter() - sent_at) * 1e6))
+                k += 1
+                record_batch(result, seen, column_responses(request, reply), took_us)
+                if labels is not None:
+                    labels.advance(int(request.event_time_us[-1]))
+        finally:
             if labels is not None:
-                labels.advance(int(request.event_time_us[-1]))
+                await labels.close()
         result.elapsed_s = time.perf_counter() - started
-        if labels is not None:
-            await labels.close()
     return result
 
 

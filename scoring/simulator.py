@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -467,7 +468,7 @@ def label_arrival_us(
     time_us: np.ndarray, transaction_id: np.ndarray, label_delay: LabelDelaySpec, seed: int = 0
 ) -> np.ndarray:
     """When each transaction's label arrives: a fixed delay in days, or a label-arrival model (`label_delay`)."""
-    if isinstance(label_delay, (int, float)):
+    if isinstance(label_delay, numbers.Real):
         return np.asarray(time_us, dtype=np.int64) + _delay_us(float(label_delay))
     model = LabelDelay.parse(label_delay) if isinstance(label_delay, str) else label_delay
     return model.arrival_us(time_us, transaction_id, seed)

@@ -216,10 +216,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"{st['duration_s']:g} s per step, sender ticks of {st['tick_ms']:g} ms; unary at most "
         f"{st['max_outstanding']} calls in flight; stream and batch over {st.get('streams', 1)} bidi call(s).",
         f"- Redis warmed with the first {st['warm_up']['days']:g} days of simulated transactions "
-        f"({st['warm_up']['events']:,} events, {st['warm_up']['labels_accepted']:,} fraud labels) through the feature "
+        f"({st['warm_up']['events']:,} events, {st['warm_up']['labels_accepted']:,} labels) through the feature "
         f"service in {st['warm_up']['seconds']:.1f} s; the bench sends later transactions with fresh ids (the "
-        f"steps covered {st.get('event_days', 0):g} further days of event time) and reports their fraud labels "
-        f"through ReportLabels once they are due, 7 days of event time later, between steps "
+        f"steps covered {st.get('event_days', 0):g} further days of event time) and reports their labels, genuine and "
+        f"fraud, through ReportLabels once they are due in event time (as training's label-arrival model draws them), "
+        f"between steps "
         f"({st.get('labels_during_bench', {}).get('accepted', 0):,} labels).",
     ]
     if thr:

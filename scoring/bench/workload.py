@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import heapq
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,8 @@ from typing import Any
 import grpc
 import numpy as np
 
-from scoring.features import LABEL_DELAY_DAYS, SEQ_FEATURE_NAMES, SEQ_LEN, US_PER_DAY
+from scoring.features import SEQ_FEATURE_NAMES, SEQ_LEN, US_PER_DAY
+from scoring.label_delay import REALISTIC
 from scoring.replay import transaction
 from scoring.v1 import features_pb2, features_pb2_grpc, gateway_pb2, gateway_pb2_grpc, types_pb2
 
@@ -49,7 +50,8 @@ def tick_groups(due: np.ndarray, tick_s: float, max_events: int = 4096) -> list[
 class EventSource:
     """Columns of the simulated transactions; a cursor hands out later transactions for the bench."""
 
-    def __init__(self, frame: Any, warm_days: float) -> None:
+    def __init__(self, frame: Any, warm_days: float, label_delay: str = REALISTIC, seed: int = 0) -> None:
+        from scoring import simulator
         from scoring.features import frame_time_us
 
         self.time_us = frame_time_us(frame)
@@ -68,34 +70,43 @@ class EventSource:
         self.lap = 0
         # Each lap over the bench part is shifted by its span, so event time keeps moving forward.
         self.lap_span_us = int(self.time_us[-1] - self.time_us[self.warm_end]) + 1_000_000
-        self.label_delay_us = LABEL_DELAY_DAYS * US_PER_DAY
-        # Fraud labels of events already sent, not yet due: (event time us, transaction id as sent), in time order.
-        self.pending_labels: deque[tuple[int, str]] = deque()
+        # Each row's label delay, as training's label-arrival model draws it (every label, genuine or fraud).
+        self.label_delay_us = simulator.label_arrival_us(self.time_us, self.row_id, label_delay, seed) - self.time_us
+        # Labels of events already sent, not yet due: a heap of (arrival us, transaction id as sent, fraud).
+        self.pending_labels: list[tuple[int, str, bool]] = []
 
     def fork(self) -> EventSource:
         """A copy with its own cursor and label backlog (for loads that never reach the stack, like the echo):
         the stack's customers then see no hole in their history."""
         other = copy.copy(self)
-        other.pending_labels = deque()
+        other.pending_labels = []
         return other
 
     def next_time_us(self) -> int:
         return int(self.time_us[self.cursor]) + self.lap * self.lap_span_us
 
-    def due_labels(self, now_us: int | None = None) -> list[str]:
-        """Ids of the sent frauds whose label has arrived by `now_us` (default: the next event's time): event
-        time plus the label delay. They leave the backlog."""
+    def due_labels(self, now_us: int | None = None) -> list[tuple[str, bool]]:
+        """(id, fraud) of the sent events whose label has arrived by `now_us` (default: the next event's time), in
+        arrival order. They leave the backlog."""
         now_us = self.next_time_us() if now_us is None else now_us
         out = []
-        while self.pending_labels and self.pending_labels[0][0] + self.label_delay_us <= now_us:
-            out.append(self.pending_labels.popleft()[1])
+        while self.pending_labels and self.pending_labels[0][0] <= now_us:
+            _, txid, fraud = heapq.heappop(self.pending_labels)
+            out.append((txid, fraud))
         return out
 
     @classmethod
     def from_artifacts(cls, artifacts: Path, warm_days: float) -> EventSource:
+        """The training data, labels arriving as the models were trained to expect them (the report's first label
+        delay and seed)."""
+        import json
+
         from scoring import simulator
 
-        return cls(simulator.read_parquet(artifacts / "data" / "transactions.parquet"), warm_days)
+        report = json.loads((artifacts / "train_report.json").read_text())
+        return cls(simulator.read_parquet(artifacts / "data" / "transactions.parquet"), warm_days,
+                   label_delay=str(report.get("label_delay", REALISTIC)),
+                   seed=int(report.get("config", {}).get("simulation", {}).get("seed", 0)))
 
     def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Row indices and (shifted) event times of the next `n` bench transactions."""
@@ -116,8 +127,9 @@ class EventSource:
         """The next `n` transactions, with ids `<prefix><i>` (fresh: the feature service dedups by id)."""
         rows, times = self.take(n)
         out = []
-        for i in np.flatnonzero(self.fraud[rows]).tolist():
-            self.pending_labels.append((int(times[i]), f"{prefix}{i}"))
+        arrival = times + self.label_delay_us[rows]
+        for i, (a, r) in enumerate(zip(arrival.tolist(), rows.tolist(), strict=True)):
+            heapq.heappush(self.pending_labels, (a, f"{prefix}{i}", bool(self.fraud[r])))
         for i, (r, t) in enumerate(zip(rows.tolist(), times.tolist(), strict=True)):
             tx = transaction(i, t, int(self.customer[r]), int(self.terminal[r]), float(self.amount[r]))
             tx.transaction_id = f"{prefix}{i}"
@@ -173,7 +185,8 @@ class WarmUp:
 async def warm_features(address: str, source: EventSource, id_prefix: str, *, batch: int = 250,
                         concurrency: int = 2, timeout_s: float = 60.0) -> WarmUp:
     """Folds every transaction before `source.warm_end` into Redis via UpdateAndGet, in order, `concurrency`
-    batches at a time; then reports the fraud labels that would have arrived by then (7 days later)."""
+    batches at a time; then reports the labels that would have arrived by then (genuine and fraud, as the
+    source's label-arrival model draws them)."""
     n = source.warm_end
     out = WarmUp(batch=batch)
     started = time.perf_counter()
@@ -199,15 +212,18 @@ async def warm_features(address: str, source: EventSource, id_prefix: str, *, ba
                         reply.rows, SEQ_LEN, len(SEQ_FEATURE_NAMES))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        known = source.time_us[:n] + LABEL_DELAY_DAYS * US_PER_DAY <= source.warm_end_us
-        frauds = source.row_id[:n][source.fraud[:n] & known]
+        arrival = source.time_us[:n] + source.label_delay_us[:n]
+        known = np.flatnonzero(arrival <= source.warm_end_us)
+        known = known[np.argsort(arrival[known], kind="stable")]
         # The rest arrive during the bench, when event time gets there.
-        later = np.flatnonzero(source.fraud[:n] & ~known)
-        source.pending_labels.extendleft(
-            reversed([(int(source.time_us[i]), f"{id_prefix}{source.row_id[i]}") for i in later.tolist()]))
-        for s in range(0, len(frauds), 1000):
-            labels = [types_pb2.LabelReport(transaction_id=f"{id_prefix}{t}", fraud=True)
-                      for t in frauds[s:s + 1000].tolist()]
+        for i in np.flatnonzero(arrival > source.warm_end_us).tolist():
+            heapq.heappush(source.pending_labels,
+                           (int(arrival[i]), f"{id_prefix}{source.row_id[i]}", bool(source.fraud[i])))
+        for s in range(0, len(known), 1000):
+            labels = [
+                types_pb2.LabelReport(transaction_id=f"{id_prefix}{source.row_id[i]}", fraud=bool(source.fraud[i]))
+                for i in known[s:s + 1000].tolist()
+            ]
             ack = await stub.ReportLabels(features_pb2.LabelBatch(labels=labels), timeout=timeout_s)
             out.labels_sent += len(labels)
             out.labels_accepted += ack.accepted
@@ -223,15 +239,15 @@ class LabelCount:
 
 async def report_due_labels(gateway: str, source: EventSource, count: LabelCount, now_us: int | None = None,
                             timeout_s: float = 30.0) -> None:
-    """Reports, through the gateway's public ReportLabels, the fraud labels of sent events that have arrived by the
-    next event's time, so the terminal-risk features stay as fresh as in production (between steps, untimed)."""
-    ids = source.due_labels(now_us)
-    if not ids:
+    """Reports, through the gateway's public ReportLabels, the labels of sent events that have arrived by the next
+    event's time, so the terminal-risk features stay as fresh as in production (between steps, untimed)."""
+    due = source.due_labels(now_us)
+    if not due:
         return
     async with grpc.aio.insecure_channel(gateway, options=CHANNEL_OPTIONS) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
-        for s in range(0, len(ids), 1000):
-            labels = [types_pb2.LabelReport(transaction_id=t, fraud=True) for t in ids[s:s + 1000]]
+        for s in range(0, len(due), 1000):
+            labels = [types_pb2.LabelReport(transaction_id=t, fraud=f) for t, f in due[s:s + 1000]]
             reply = await stub.ReportLabels(gateway_pb2.ReportLabelsRequest(labels=labels), timeout=timeout_s)
             count.sent += len(labels)
             count.accepted += reply.accepted

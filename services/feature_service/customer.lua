@@ -2,7 +2,7 @@
 -- 32-byte record each, in arrival order; a fold appends a record (unless the event is in the log already) and
 -- returns the log, and the feature service counts the windows and the sequence from it.
 --
--- KEYS:  the log keys c{<tag>}:<customer> of the distinct customers of this call (all in the call's slot), then,
+-- KEYS:  the log keys c2{<tag>}:<customer> of the distinct customers of this call (all in the call's slot), then,
 --        on a single Redis only, the ring keys of their terminals.
 -- ARGV:  ttl_s, horizon_us, packed events: per event '<II' (1-based index into KEYS of its log, of its
 --        terminal's ring or 0), then its record: '<ddd' (event time us, amount, terminal risk at that time) and an

@@ -11,7 +11,7 @@ local n = (#ARGV - 2) / 2
 local found = {}
 for i = 1, n do
   local txid, fraud = ARGV[2 * i + 1], ARGV[2 * i + 2]
-  local rkey = 'x' .. tag .. ':' .. txid
+  local rkey = 'x2' .. tag .. ':' .. txid  -- layout 2 (redis_state.STATE_LAYOUT)
   local route = redis.call('GET', rkey)
   if route then
     local ring_key, bucket_s, flag = string.match(route, '^(.*)|(%-?%d+)|([01-])$')

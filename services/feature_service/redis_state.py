@@ -30,6 +30,12 @@ class Shard:
     key_index: list[int] = field(default_factory=list)  # 1-based, as the scripts take it
 
 
+# The state layout's version, in every key name (t2{t3}:<terminal>, c2{c7}:<customer>, x2{t3}:<transaction>): a
+# layout change gets new keys, so state in an older layout is never read as this one (it expires on its own). 2:
+# rings of (bucket, transactions, labelled, frauds) and label routes that remember "no label yet" (issue 15).
+STATE_LAYOUT = "2"
+
+
 def shard_of(entity: str, shards: int) -> int:
     return zlib.crc32(entity.encode()) % shards if shards > 1 else 0
 
@@ -47,7 +53,7 @@ def split(ids: list[str], kind: str, shards: int) -> list[Shard]:
             group = groups[s] = Shard(shard_tag(kind, s))
         k = group.key_of.get(entity)
         if k is None:
-            group.keys.append(f"{kind}{group.tag}:{entity}")
+            group.keys.append(f"{kind}{STATE_LAYOUT}{group.tag}:{entity}")
             k = group.key_of[entity] = len(group.keys)
         group.events.append(i)
         group.key_index.append(k)

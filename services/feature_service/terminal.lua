@@ -2,12 +2,13 @@
 -- buckets (6 hours: scoring/features.py), so folding an event costs the same whatever the terminal's traffic. The window arithmetic is done by
 -- the feature service (services/feature_service/aggregates.py), from the rings this returns.
 --
--- KEYS:  the ring keys t{<tag>}:<terminal> of the distinct terminals of this call (all in the call's slot).
+-- KEYS:  the ring keys t2{<tag>}:<terminal> of the distinct terminals of this call (all in the call's slot).
 -- ARGV:  ttl_s, tag ("{t3}"), ring slots, packed events (per event '<Ii': 1-based index into KEYS, bucket), then
 --        one transaction id per event.
--- State: t{tag}:<terminal>  string  slots entries '<iiii' (bucket, transactions, labelled, frauds among them),
---                                   entry = bucket mod slots
---        x{tag}:<txid>      string  "<ring key>|<bucket>|<label: - none yet, 0, 1>": label routing, idempotency
+-- State (layout 2, redis_state.STATE_LAYOUT):
+--        t2{tag}:<terminal>  string  slots entries '<iiii' (bucket, transactions, labelled, frauds among them),
+--                                    entry = bucket mod slots
+--        x2{tag}:<txid>      string  "<ring key>|<bucket>|<label: - none yet, 0, 1>": label routing, idempotency
 -- Reply: {one byte per event ('1' folded now, '0' already folded), ring of KEYS[1], ..., ring of KEYS[#KEYS]}
 -- (a terminal without state has the empty string as its ring).
 local ttl = tonumber(ARGV[1])
@@ -21,7 +22,7 @@ local rings, fresh = {}, {}
 for i = 1, n do
   local k, bucket = struct.unpack('<Ii', packed, (i - 1) * 8 + 1)
   local route = KEYS[k] .. '|' .. bucket .. '|-'
-  if redis.call('SET', 'x' .. tag .. ':' .. ARGV[4 + i], route, 'NX', 'EX', ttl) then
+  if redis.call('SET', 'x2' .. tag .. ':' .. ARGV[4 + i], route, 'NX', 'EX', ttl) then
     local ring = rings[k] or redis.call('GET', KEYS[k]) or empty
     local pos = (bucket % SLOTS) * ENTRY + 1
     local stamp, count, labelled, frauds = struct.unpack('<iiii', ring, pos)

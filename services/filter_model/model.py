@@ -34,6 +34,8 @@ class FilterMeta:
     @classmethod
     def load(cls, path: Path) -> FilterMeta:
         data = json.loads(path.read_text())
+        if "calibration" not in data:
+            raise ValueError(f"{path}: a filter trained before scores were calibrated (issue 15): retrain, make models")
         return cls(
             version=str(data["version"]),
             threshold=float(data["threshold"]),

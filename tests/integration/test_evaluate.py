@@ -49,4 +49,4 @@ async def test_offline_evaluation_covers_each_label_delay_and_protocol(artifacts
     # A later label never adds information: the same models, scored on features that know less.
     assert seven["offline"]["all"]["ensemble"] != eight["offline"]["all"]["ensemble"]
     text = format_evaluation(result)
-    assert "protocol handbook" in text and "label delay fixed:8d" in text and "served cascade AP (all)" in text
+    assert "protocol handbook" in text and "label delay fixed:8d" in text and "served cascade AP (all, offline" in text

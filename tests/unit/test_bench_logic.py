@@ -130,20 +130,28 @@ def test_event_source_starts_after_the_warm_days_and_wraps_forward_in_time() -> 
     assert txs[0].customer_id.startswith("C") and txs[0].terminal_id.startswith("T")
 
 
-def test_fraud_labels_come_due_a_label_delay_after_their_event() -> None:
-    source = bench.EventSource(_frame(days=20), warm_days=4)  # an event every 1728 s, fraud every 50th (daily)
+def test_every_label_comes_due_when_the_label_arrival_model_says() -> None:
+    source = bench.EventSource(_frame(days=20), warm_days=4, label_delay="fixed:2d")  # an event every 1728 s
     txs = source.transactions(100, "l-")  # rows 200..299: frauds at rows 200 and 250
-    assert [t for _, t in source.pending_labels] == ["l-0", "l-50"]
-    first = source.pending_labels[0][0]
-    assert source.due_labels(first + source.label_delay_us - 1) == []
-    assert source.due_labels(first + source.label_delay_us) == ["l-0"]
+    assert len(source.pending_labels) == 100  # genuine labels too, not only the frauds
+    first = min(a for a, _, _ in source.pending_labels)
+    assert source.due_labels(first - 1) == []
+    assert source.due_labels(first) == [("l-0", True)]
+    assert source.due_labels(first + 1728 * 10**6) == [("l-1", False)]
     assert txs[0].transaction_id == "l-0"
     # A fork hands out the same events without moving the original's cursor or touching its backlog.
     fork = source.fork()
     fork.transactions(10, "f-")
     assert source.cursor == 300 and fork.cursor == 310
-    assert [t for _, t in source.pending_labels] == ["l-50"]
-    assert all(not t.startswith("l-") for _, t in fork.pending_labels)
+    assert len(source.pending_labels) == 98
+    assert all(not t.startswith("l-") for _, t, _ in fork.pending_labels)
+
+
+def test_realistic_labels_come_due_out_of_event_order() -> None:
+    source = bench.EventSource(_frame(days=20), warm_days=4)
+    source.transactions(200, "r-")
+    due = source.due_labels(10**18)
+    assert len(due) == 200 and [t for t, _ in due] != [f"r-{i}" for i in range(200)]
 
 
 def test_load_shapes_per_mode() -> None:

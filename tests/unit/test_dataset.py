@@ -221,3 +221,10 @@ def test_unsupported_suffix_is_refused_naming_the_accepted_ones(tmp_path: Path) 
     path = write_csv(tmp_path / "tx.json")
     with pytest.raises(DataError, match=r"\.parquet, \.pq, \.csv, \.csv\.gz"):
         read_transactions(path)
+
+
+def test_ids_that_differ_as_text_but_not_as_integers_are_refused(tmp_path: Path) -> None:
+    frame = raw_frame().assign(TRANSACTION_ID=["3", "0", "1", "5", "2", "00"])  # "00" is 0 again
+    frame.to_parquet(tmp_path / "tx.parquet")
+    with pytest.raises(DataError, match=r"column TRANSACTION_ID: 2 of 6 rows .*once read as integers"):
+        read_transactions(tmp_path / "tx.parquet")

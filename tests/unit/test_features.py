@@ -113,3 +113,18 @@ def test_a_terminals_windows_never_reach_another_terminals_transactions() -> Non
     times = [T0 + i for i in range(5)] + [T0 + DAY]
     feats, _ = compute(times, [1] * 6, [1] * 5 + [2], [1.0] * 6, [0] * 6)
     assert feats[5, col("terminal_nb_tx_37day")] == 0
+
+
+def test_many_customers_over_a_long_span_keep_exact_windows() -> None:
+    # 300,000 customers over 400 days: (customer rank) x (microseconds) would pass 2**63; each customer buys twice,
+    # a day and a half apart, so its 1-day window holds one event and its 7-day window two.
+    n = 300_000
+    first = T0 + np.arange(n, dtype=np.int64) * (400 * DAY // n)
+    times = np.concatenate([first, first + 3 * DAY // 2])
+    order = np.argsort(times, kind="stable")
+    customers = np.concatenate([np.arange(n), np.arange(n)])[order]
+    feats, _ = compute(times[order], customers, np.zeros(2 * n, dtype=int), np.ones(2 * n), np.zeros(2 * n))
+    second = order >= n
+    assert (feats[:, col("customer_nb_tx_1day")] == 1).all()
+    week = feats[:, col("customer_nb_tx_7day")]
+    assert (week[second] == 2).all() and (week[~second] == 1).all()
