@@ -69,11 +69,12 @@ async def test_closed_loop_keeps_one_event_in_flight(stack, source, tag) -> None
     assert step.latency_us.get_total_count() == step.answered > 0
 
 
-async def test_labels_of_sent_frauds_are_reported_once_due(stack, source) -> None:
-    # Everything sent so far (the warm-up's late frauds, the steps' frauds), as if 30 days of event time passed.
+async def test_labels_of_sent_events_are_reported_once_due(stack, source) -> None:
+    # Everything sent so far (the warm-up's late labels, the steps'), as if 61 days of event time passed: past the
+    # realistic label-arrival model's longest delay (60 days).
     pending = len(source.pending_labels)
     count = bench.LabelCount()
-    later = source.next_time_us() + 30 * 86_400_000_000
+    later = source.next_time_us() + 61 * 86_400_000_000
     await bench.report_due_labels(stack.gateway_address, source, count, now_us=later)
     assert count.sent == pending > 0
     assert count.accepted == count.sent  # the feature service knew every one of them
