@@ -77,11 +77,33 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from scoring import simulator
 
+    if args.scenario == "market":
+        return _simulate_market(args)
     started = time.perf_counter()
     frame = simulator.simulate(_simulation_config(args))
     simulator.write_parquet(frame, args.out)
     print(json.dumps(simulator.summary(frame), default=str))
     print(f"wrote {args.out} in {time.perf_counter() - started:.2f} s")
+    return 0
+
+
+def _simulate_market(args: argparse.Namespace) -> int:
+    """Ticks of the market scenario's order-book simulator, with the order-flow-imbalance regression printed."""
+    from scoring.scenarios.market.simulator import MarketConfig, cks_regression, simulate
+
+    config = MarketConfig(n_symbols=args.symbols, ticks_per_symbol=args.ticks_per_symbol, seed=args.seed)
+    started = time.perf_counter()
+    frame = simulate(config)
+    took = time.perf_counter() - started
+    print(f"{len(frame):,} ticks of {config.n_symbols} symbols in {took:.1f} s ({len(frame) / took:,.0f} ticks/s)")
+    for interval in (1.0, 10.0, 60.0):
+        fit = cks_regression(frame, interval)
+        print(f"mid-price change on order-flow imbalance over {interval:g} s (Cont, Kukanov and Stoikov): slope "
+              f"{fit.slope:.3f} ticks per unit of depth, R^2 {fit.r2:.3f} over {fit.intervals:,} intervals")
+    out = args.out if args.out != Path("artifacts/data/transactions.parquet") else Path("artifacts/data/ticks.parquet")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    print(f"wrote {out}")
     return 0
 
 
@@ -268,8 +290,12 @@ def main(argv: list[str] | None = None) -> int:
                         "arrival under this model (fixed:<duration>, uniform:<low>-<high>, realistic), or none")
     replay.set_defaults(func=cmd_replay)
 
-    simulate = sub.add_parser("simulate", help="write a simulated transaction dataset as Parquet")
+    simulate = sub.add_parser("simulate", help="write a simulated transaction (or market tick) dataset as Parquet")
     simulate.add_argument("--out", type=Path, default=Path("artifacts/data/transactions.parquet"))
+    simulate.add_argument("--scenario", choices=("fraud", "market"), default="fraud",
+                          help="fraud: card transactions; market: order-book ticks (issue 16, its simulator only)")
+    simulate.add_argument("--symbols", type=int, default=100, help="market: symbols")
+    simulate.add_argument("--ticks-per-symbol", type=int, default=100_000, help="market: ticks per symbol")
     _simulation_args(simulate)
     simulate.set_defaults(func=cmd_simulate)
 

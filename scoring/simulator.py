@@ -468,9 +468,14 @@ def label_arrival_us(
     time_us: np.ndarray, transaction_id: np.ndarray, label_delay: LabelDelaySpec, seed: int = 0
 ) -> np.ndarray:
     """When each transaction's label arrives: a fixed delay in days, or a label-arrival model (`label_delay`)."""
-    if isinstance(label_delay, numbers.Real):
+    if isinstance(label_delay, str):
+        model = LabelDelay.parse(label_delay)
+    elif isinstance(label_delay, LabelDelay):
+        model = label_delay
+    elif isinstance(label_delay, numbers.Real):  # numpy numbers too
         return np.asarray(time_us, dtype=np.int64) + _delay_us(float(label_delay))
-    model = LabelDelay.parse(label_delay) if isinstance(label_delay, str) else label_delay
+    else:
+        raise TypeError(f"label_delay: days, a spec or a LabelDelay, not {label_delay!r}")
     return model.arrival_us(time_us, transaction_id, seed)
 
 

@@ -43,3 +43,11 @@ def test_a_bad_spec_is_refused_with_what_to_write(spec: str) -> None:
 
 def test_the_evaluated_delays_parse() -> None:
     assert [LabelDelay.parse(s).spec for s in EVALUATED] == ["fixed:7d", "fixed:8d", "realistic"]
+
+
+def test_a_delay_in_days_may_be_a_numpy_number() -> None:
+    from scoring.simulator import label_arrival_us
+
+    t = np.array([0, 10], dtype=np.int64)
+    np.testing.assert_array_equal(label_arrival_us(t, t, np.float64(0.5)), t + US_PER_DAY // 2)
+    np.testing.assert_array_equal(label_arrival_us(t, t, np.int64(1)), t + US_PER_DAY)
