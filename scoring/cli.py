@@ -80,10 +80,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.scenario == "market":
         return _simulate_market(args)
     started = time.perf_counter()
+    out = args.out or Path("artifacts/data/transactions.parquet")
     frame = simulator.simulate(_simulation_config(args))
-    simulator.write_parquet(frame, args.out)
+    simulator.write_parquet(frame, out)
     print(json.dumps(simulator.summary(frame), default=str))
-    print(f"wrote {args.out} in {time.perf_counter() - started:.2f} s")
+    print(f"wrote {out} in {time.perf_counter() - started:.2f} s")
     return 0
 
 
@@ -100,7 +101,7 @@ def _simulate_market(args: argparse.Namespace) -> int:
         fit = cks_regression(frame, interval)
         print(f"mid-price change on order-flow imbalance over {interval:g} s (Cont, Kukanov and Stoikov): slope "
               f"{fit.slope:.3f} ticks per unit of depth, R^2 {fit.r2:.3f} over {fit.intervals:,} intervals")
-    out = args.out if args.out != Path("artifacts/data/transactions.parquet") else Path("artifacts/data/ticks.parquet")
+    out = args.out or Path("artifacts/data/ticks.parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
     print(f"wrote {out}")
@@ -291,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     replay.set_defaults(func=cmd_replay)
 
     simulate = sub.add_parser("simulate", help="write a simulated transaction (or market tick) dataset as Parquet")
-    simulate.add_argument("--out", type=Path, default=Path("artifacts/data/transactions.parquet"))
+    simulate.add_argument("--out", type=Path, default=None,
+                          help="default artifacts/data/transactions.parquet, or ticks.parquet for the market")
     simulate.add_argument("--scenario", choices=("fraud", "market"), default="fraud",
                           help="fraud: card transactions; market: order-book ticks (issue 16, its simulator only)")
     simulate.add_argument("--symbols", type=int, default=100, help="market: symbols")

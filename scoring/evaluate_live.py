@@ -30,7 +30,7 @@ HOUR_US = 3_600_000_000
 
 def delivered_arrival_us(frame: pd.DataFrame, label_delay: str, seed: int) -> np.ndarray:
     """When each row's label is delivered: the end of the UTC hour in which the arrival model puts it."""
-    arrival = simulator.label_arrival_us(F.frame_time_us(frame), frame["TRANSACTION_ID"].to_numpy(), label_delay, seed)
+    arrival = simulator.frame_label_arrival_us(frame, label_delay, seed)
     return -(-arrival // HOUR_US) * HOUR_US
 
 

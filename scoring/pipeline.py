@@ -101,8 +101,7 @@ def _config_dict(config: TrainConfig) -> dict[str, Any]:
 
 def offline_features(frame: pd.DataFrame, delay: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Features and sequences of a frame whose labels arrive as the label-arrival model `delay` draws them."""
-    arrival = simulator.label_arrival_us(F.frame_time_us(frame), frame["TRANSACTION_ID"].to_numpy(), delay, seed)
-    return F.compute_offline(frame, arrival)
+    return F.compute_offline(frame, simulator.frame_label_arrival_us(frame, delay, seed))
 
 
 def choose_filter_threshold(

@@ -9,6 +9,7 @@ passes the label's arrival (as the label-arrival model draws it), as a bank's fe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -86,10 +87,8 @@ class LabelFeed:
 
     def __init__(self, frame: pd.DataFrame, label_delay: str, seed: int = 0, max_batch: int = 512) -> None:
         from scoring import simulator
-        from scoring.features import frame_time_us
 
-        arrival = simulator.label_arrival_us(frame_time_us(frame), frame["TRANSACTION_ID"].to_numpy(), label_delay,
-                                             seed)
+        arrival = simulator.frame_label_arrival_us(frame, label_delay, seed)
         order = np.argsort(arrival, kind="stable")
         self.arrival = arrival[order]
         self.ids = frame["TRANSACTION_ID"].to_numpy()[order]
@@ -100,8 +99,15 @@ class LabelFeed:
         self._tasks: list[asyncio.Task[None]] = []
         self._result: ReplayResult | None = None
 
-    def bind(self, stub: gateway_pb2_grpc.GatewayStub, result: ReplayResult) -> None:
+    @contextlib.asynccontextmanager
+    async def reporting(self, stub: gateway_pb2_grpc.GatewayStub, result: ReplayResult) -> AsyncIterator[None]:
+        """Labels go through `stub` and are counted in `result` while inside; on leaving, the calls in flight are
+        awaited (a failed one counted, never raised)."""
         self._stub, self._result = stub, result
+        try:
+            yield
+        finally:
+            await self.close()
 
     def advance(self, event_time_us: int) -> None:
         end = int(np.searchsorted(self.arrival, event_time_us, side="right"))
@@ -190,12 +196,11 @@ async def replay_stream(
 
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
-        if labels is not None:
-            labels.bind(stub, result)
+        reporting = labels.reporting(stub, result) if labels is not None else contextlib.nullcontext()
         started = time.perf_counter()
         call = stub.ScoreStream(requests(), timeout=timeout_s, metadata=budget_metadata(budget_ms))
         seen: set[str] = set()
-        try:
+        async with reporting:
             async for response in call:
                 now = time.perf_counter()
                 txid = response.transaction_id
@@ -212,9 +217,6 @@ async def replay_stream(
                         oldest_open += 1
                     # Labels due by the earliest open event's time: their transactions came before it, all answered.
                     labels.advance(_event_time_us(transactions[min(oldest_open, len(transactions) - 1)]))
-        finally:
-            if labels is not None:
-                await labels.close()
         result.elapsed_s = time.perf_counter() - started
     return result
 
@@ -268,12 +270,11 @@ async def replay_batches(
 
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
-        if labels is not None:
-            labels.bind(stub, result)
+        reporting = labels.reporting(stub, result) if labels is not None else contextlib.nullcontext()
         started = time.perf_counter()
         seen: set[str] = set()
         k = 0
-        try:
+        async with reporting:
             async for reply in stub.ScoreBatchStream(requests(), timeout=timeout_s,
                                                      metadata=budget_metadata(budget_ms)):
                 took_us = max(1, int((time.perf_counter() - sent_at[k]) * 1e6))
@@ -281,9 +282,6 @@ async def replay_batches(
                 record_batch(result, seen, reply.responses, took_us)
                 if labels is not None:  # the labels due by the batch's last event (a batch's events are one moment)
                     labels.advance(_event_time_us(transactions[min(k * batch_size, len(transactions)) - 1]))
-        finally:
-            if labels is not None:
-                await labels.close()
         result.elapsed_s = time.perf_counter() - started
     return result
 
@@ -292,7 +290,7 @@ def columns(transactions: list[types_pb2.Transaction]) -> gateway_pb2.ColumnarSc
     """Transactions as one ScoreColumnsStream request."""
     return gateway_pb2.ColumnarScoreRequest(
         transaction_id=[t.transaction_id for t in transactions],
-        event_time_us=[t.timestamp.seconds * 1_000_000 + t.timestamp.nanos // 1000 for t in transactions],
+        event_time_us=[_event_time_us(t) for t in transactions],
         customer_id=[t.customer_id for t in transactions],
         terminal_id=[t.terminal_id for t in transactions],
         amount=[t.amount for t in transactions],
@@ -343,12 +341,11 @@ async def replay_columns(
 
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
-        if labels is not None:
-            labels.bind(stub, result)
+        reporting = labels.reporting(stub, result) if labels is not None else contextlib.nullcontext()
         started = time.perf_counter()
         seen: set[str] = set()
         k = 0
-        try:
+        async with reporting:
             async for reply in stub.ScoreColumnsStream(requests(), timeout=timeout_s,
                                                        metadata=budget_metadata(budget_ms)):
                 sent_at, request = sent[k]
@@ -357,9 +354,6 @@ async def replay_columns(
                 record_batch(result, seen, column_responses(request, reply), took_us)
                 if labels is not None:
                     labels.advance(int(request.event_time_us[-1]))
-        finally:
-            if labels is not None:
-                await labels.close()
         result.elapsed_s = time.perf_counter() - started
     return result
 

@@ -479,6 +479,12 @@ def label_arrival_us(
     return model.arrival_us(time_us, transaction_id, seed)
 
 
+def frame_label_arrival_us(df: pd.DataFrame, label_delay: LabelDelaySpec, seed: int = 0) -> np.ndarray:
+    """`label_arrival_us` for each row of a frame (TX_DATETIME, TRANSACTION_ID)."""
+    time_us = df["TX_DATETIME"].to_numpy(dtype="datetime64[us]").view(np.int64)
+    return label_arrival_us(time_us, df["TRANSACTION_ID"].to_numpy(), label_delay, seed)
+
+
 def _stream_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
     cols = {
         "event_time_us": df["TX_DATETIME"].to_numpy(dtype="datetime64[us]").view(np.int64),

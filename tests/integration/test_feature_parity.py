@@ -22,7 +22,7 @@ async def test_online_features_equal_offline_features_within_float32_rounding(fe
     # 45 days: past the 37-day window and the 40-day ring, so ring slots are reused as time goes on.
     frame = simulator.simulate(simulator.SimulationConfig(n_customers=80, n_terminals=600, n_days=45, seed=11))
     assert 2000 < len(frame) < 10_000 and frame["TX_FRAUD"].sum() > 0
-    arrival = simulator.label_arrival_us(F.frame_time_us(frame), frame["TRANSACTION_ID"].to_numpy(), label_delay)
+    arrival = simulator.frame_label_arrival_us(frame, label_delay)
     offline_features, offline_sequences = F.compute_offline(frame, arrival)
     events = simulator.stream_arrays(frame, label_delay)
     labels = events["transaction_id"][events["kind"] == simulator.KIND_LABEL]

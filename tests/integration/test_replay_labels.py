@@ -24,7 +24,7 @@ async def test_labels_arriving_within_the_replay_are_reported_once_and_all_known
         result = await replay_batches(stack.gateway_address, transactions, 100, budget_ms=3000, labels=feed)
     assert result.answered == len(transactions) and not result.errors
 
-    arrival = simulator.label_arrival_us(F.frame_time_us(frame), frame["TRANSACTION_ID"].to_numpy(), "uniform:1h-6h")
+    arrival = simulator.frame_label_arrival_us(frame, "uniform:1h-6h")
     last_event = int(F.frame_time_us(frame).max())
     due = int((arrival <= last_event).sum())
     # Every label due within the replayed span was sent (a batch sends those due by its last event), none twice,
