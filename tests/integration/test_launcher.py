@@ -32,7 +32,7 @@ def _wait_for_line(process: subprocess.Popen[str], word: str, timeout_s: float) 
                 break
             continue
         seen.append(line)
-        if word in line:
+        if line.startswith(word):  # the launcher's own line, not a traceback that mentions wait_ready
             return line
     raise AssertionError(f"no line with {word!r} within {timeout_s} s; output so far:\n{''.join(seen)}")
 
@@ -74,7 +74,7 @@ def _triton_with_stubs(process: subprocess.Popen[str], timeout_s: float) -> tupl
 def test_scoring_up_then_sigterm_leaves_no_process_behind(artifacts: Path, tmp_path: Path) -> None:
     process = _scoring_up(artifacts)
     try:
-        line = _wait_for_line(process, "ready", 120)
+        line = _wait_for_line(process, "ready ", 120)
         assert "gateway=127.0.0.1:" in line
         tree = psutil.Process(process.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in tree)
@@ -97,7 +97,7 @@ def test_a_killed_triton_leaves_no_backend_stub_behind(artifacts: Path, tmp_path
     dead child's process group before it starts the child again, and at stop."""
     process = _scoring_up(artifacts)
     try:
-        _wait_for_line(process, "ready", 120)
+        _wait_for_line(process, "ready ", 120)
         triton, stubs = _triton_with_stubs(process, 60)
         triton.kill()
         gone, alive = psutil.wait_procs(stubs, timeout=60)
