@@ -8,16 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("transaction",)
+    __slots__ = ("transaction", "tick")
     TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    TICK_FIELD_NUMBER: _ClassVar[int]
     transaction: _types_pb2.Transaction
-    def __init__(self, transaction: _Optional[_Union[_types_pb2.Transaction, _Mapping]] = ...) -> None: ...
+    tick: _types_pb2.MarketTick
+    def __init__(self, transaction: _Optional[_Union[_types_pb2.Transaction, _Mapping]] = ..., tick: _Optional[_Union[_types_pb2.MarketTick, _Mapping]] = ...) -> None: ...
 
 class ScoreBatchRequest(_message.Message):
-    __slots__ = ("transactions",)
+    __slots__ = ("transactions", "events")
     TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     transactions: _containers.RepeatedCompositeFieldContainer[_types_pb2.Transaction]
-    def __init__(self, transactions: _Optional[_Iterable[_Union[_types_pb2.Transaction, _Mapping]]] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[ScoreRequest]
+    def __init__(self, transactions: _Optional[_Iterable[_Union[_types_pb2.Transaction, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[ScoreRequest, _Mapping]]] = ...) -> None: ...
 
 class ScoreBatchResponse(_message.Message):
     __slots__ = ("responses",)

@@ -26,18 +26,27 @@ async def main() -> None:
         cluster=settings.redis_cluster,
         shards=settings.redis_shards,
     )
+    # The market scenario's per-symbol rings share the store's Redis client (and its shards on a cluster).
+    from scoring.scenarios.market.online import TickStore
+
+    ticks = TickStore(store.redis, state_ttl_s=settings.state_ttl_s, shards=store.shards)
+
+    async def warm_up() -> None:
+        await store.warm_up()
+        await ticks.warm_up()
+
     server = GrpcServer(
         "feature_service",
         settings.address,
         [
             (
-                FeatureServicer(store),
+                FeatureServicer(store, ticks),
                 features_pb2_grpc.add_FeatureServiceServicer_to_server,
                 features_pb2.DESCRIPTOR.services_by_name["FeatureService"].full_name,
             )
         ],
         grace_s=settings.shutdown_grace_s,
-        warm_up=store.warm_up,
+        warm_up=warm_up,
         on_stop=store.close,
     )
     await server.serve()

@@ -6,17 +6,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 import numpy as np
 from prometheus_client import Counter, Histogram
+from redis.exceptions import RedisError
 
 from scoring import features as F
 from scoring.common import telemetry
 from scoring.common.metrics import LATENCY_BUCKETS_S
 from scoring.v1 import features_pb2, features_pb2_grpc
 from services.feature_service.store import EventBatch, FeatureStore, StoreUnavailable
+
+if TYPE_CHECKING:
+    from scoring.scenarios.market.online import TickStore
 
 T = TypeVar("T")
 FOLD_LATENCY = Histogram(
@@ -32,8 +36,9 @@ log = logging.getLogger(__name__)
 
 
 class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, ticks: TickStore | None = None) -> None:
         self.store = store
+        self.ticks = ticks
         self._folding: set[asyncio.Task[object]] = set()
 
     async def _to_completion(self, work: Awaitable[T]) -> T:
@@ -51,6 +56,8 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
     async def UpdateAndGet(
         self, request: features_pb2.FeatureRequest, context: grpc.aio.ServicerContext
     ) -> features_pb2.FeatureResponse:
+        if request.HasField("ticks"):
+            return await self._fold_ticks(request.ticks, context)
         n = len(request.transaction_id)
         columns = (request.event_time_us, request.customer_id, request.terminal_id, request.amount)
         if any(len(c) != n for c in columns):
@@ -93,6 +100,40 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
             sequences=result.sequences.tobytes(),
             seq_len=F.SEQ_LEN,
             seq_feature_count=len(F.SEQ_FEATURE_NAMES),
+        )
+
+    async def _fold_ticks(
+        self, ticks: features_pb2.TickColumns, context: grpc.aio.ServicerContext
+    ) -> features_pb2.FeatureResponse:
+        from scoring.scenarios.market import features as MF
+        from scoring.scenarios.market.online import TickBatch
+
+        if self.ticks is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this feature service folds no market ticks")
+        n = len(ticks.tick_id)
+        columns = {name: getattr(ticks, name) for name in MF.RAW_FIELDS if name != "time_us"}
+        columns["time_us"] = ticks.event_time_us
+        if len(ticks.symbol) != n or any(len(c) != n for c in columns.values()):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "columns of the tick batch differ in length")
+        raw = np.array([np.asarray(columns[name], dtype=np.float64) for name in MF.RAW_FIELDS]).reshape(
+            len(MF.RAW_FIELDS), n)
+        if not np.isfinite(raw).all():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ticks: every number must be finite")
+        names = list(MF.FEATURE_NAMES)
+        if n == 0:
+            return features_pb2.FeatureResponse(rows=0, feature_names=names)
+        started = time.perf_counter()
+        batch = TickBatch(list(ticks.tick_id), list(ticks.symbol), raw)
+        try:
+            features, sequences, status = await self._to_completion(self.ticks.update_and_get(batch))
+        except (StoreUnavailable, RedisError) as exc:
+            FOLD_ERRORS.labels("redis").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
+        FOLD_LATENCY.observe(time.perf_counter() - started)
+        FOLDED.inc(n)
+        return features_pb2.FeatureResponse(
+            rows=n, features=features.tobytes(), feature_names=names, sequences=sequences.tobytes(),
+            seq_len=MF.SEQ_LEN, seq_feature_count=len(MF.SEQ_FEATURE_NAMES), fold_status=status.tolist(),
         )
 
     @telemetry.traced_unary("/scoring.v1.FeatureService/ReportLabels")

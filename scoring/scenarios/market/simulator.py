@@ -48,7 +48,7 @@ class MarketConfig:
     inside_rate: float = 0.8
     # Alpha: mean reversion per event, noise, and how strongly it tilts market orders (exp(+-tilt * alpha)).
     alpha_reversion: float = 0.002
-    alpha_noise: float = 0.06
+    alpha_noise: float = 0.2
     alpha_tilt: float = 1.2
     # Bursts: what a market order adds to the excitation, and its decay per event.
     burst_jump: float = 0.15

@@ -1,0 +1,151 @@
+"""The market scenario's online fold: per-symbol rings of raw ticks in Redis, features from `features`.
+
+Keys: `m2{m<shard>}:<symbol>` (the feature service's hash-tag shards, `redis_state.split`).
+
+Per symbol, one Redis string holds the last `features.WINDOW` folded ticks (raw fields as little-endian doubles,
+`features.RAW_FIELDS` order), since its last sequence gap. A batch folds in one script call per hash-tag shard
+(`ticks.lua`: 1 round trip on a single Redis): the script checks each tick's sequence against its symbol's ring
+(folded, gap, duplicate, stale), appends, and returns the rings as they were before the batch. The window of each
+tick is then rebuilt here from those and the batch's own records, the same way, and `features.from_windows` turns
+windows into features: the arithmetic offline and online is one function. Redis does a few string operations per
+tick; no feature math runs in Lua.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scoring.scenarios.market import features as MF
+
+SCRIPT = (Path(__file__).resolve().parent / "ticks.lua").read_text()
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+RECORD_BYTES = 8 * len(MF.RAW_FIELDS)
+
+
+@dataclass(frozen=True)
+class TickBatch:
+    """A validated micro-batch of ticks in columns (raw: float64 [len(RAW_FIELDS), n], field-major)."""
+
+    tick_id: list[str]
+    symbol: list[str]
+    raw: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.tick_id)
+
+    @property
+    def sequence(self) -> np.ndarray:
+        return self.raw[MF.RAW["sequence"]].astype(np.int64)
+
+    def rows(self, idx: list[int] | np.ndarray) -> TickBatch:
+        idx = np.asarray(idx, dtype=np.int64)
+        return TickBatch([self.tick_id[i] for i in idx], [self.symbol[i] for i in idx], self.raw[:, idx])
+
+    def slice(self, lo: int, hi: int) -> TickBatch:
+        return TickBatch(self.tick_id[lo:hi], self.symbol[lo:hi], self.raw[:, lo:hi])
+
+    @classmethod
+    def concat(cls, parts: list[TickBatch]) -> TickBatch:
+        if len(parts) == 1:
+            return parts[0]
+        return cls([t for p in parts for t in p.tick_id], [s for p in parts for s in p.symbol],
+                   np.concatenate([p.raw for p in parts], axis=1))
+
+    @classmethod
+    def empty(cls) -> TickBatch:
+        return cls([], [], np.zeros((len(MF.RAW_FIELDS), 0)))
+
+
+def windows(batch: TickBatch, status: np.ndarray, before: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Each tick's window ([len(RAW_FIELDS), n, WINDOW] and its valid mask), rebuilt from the symbols' rings
+    before the batch and the batch's own ticks, as ticks.lua folded them. A stale tick's window is its own record
+    alone (its features are not used)."""
+    n = len(batch)
+    w = np.zeros((len(MF.RAW_FIELDS), n, MF.WINDOW))
+    valid = np.zeros((n, MF.WINDOW), dtype=bool)
+    rings = {s: np.frombuffer(r, dtype="<f8").reshape(-1, len(MF.RAW_FIELDS)) for s, r in before.items()}
+    seq_col = MF.RAW["sequence"]
+    for i in range(n):
+        rec = batch.raw[:, i]
+        ring = rings.get(batch.symbol[i])
+        s = status[i]
+        if s == MF.FOLDED:
+            ring = rec[None, :] if ring is None or len(ring) == 0 else np.vstack([ring, rec[None, :]])[-MF.WINDOW:]
+            rings[batch.symbol[i]] = ring
+            view = ring
+        elif s == MF.GAP:
+            ring = rings[batch.symbol[i]] = rec[None, :]
+            view = ring
+        elif s == MF.DUPLICATE:
+            assert ring is not None
+            (at,) = np.flatnonzero(ring[:, seq_col] == rec[seq_col])[:1]
+            view = ring[: at + 1]
+        else:
+            view = rec[None, :]
+        k = len(view)
+        w[:, i, MF.WINDOW - k :] = view.T
+        valid[i, MF.WINDOW - k :] = True
+    return w, valid
+
+
+class TickStore:
+    """Folds tick batches into Redis; shares the feature service's client (one Redis or a Redis Cluster)."""
+
+    def __init__(self, client: Any, *, state_ttl_s: int, shards: int = 1) -> None:
+        import asyncio
+
+        self.redis = client
+        self.state_ttl_s = state_ttl_s
+        self.shards = shards
+        # Batches fold one at a time, in the order they came: a symbol's ticks must reach its ring in order.
+        self._in_order = asyncio.Lock()
+
+    async def warm_up(self) -> None:
+        await self.redis.script_load(SCRIPT)
+
+    def _calls(self, batch: TickBatch) -> list[tuple[list[int], list[str], list[str], list[Any]]]:
+        from services.feature_service.redis_state import split
+
+        calls = []
+        for shard in split(batch.symbol, "m", self.shards):
+            args: list[Any] = [MF.WINDOW, RECORD_BYTES, self.state_ttl_s]
+            records = np.ascontiguousarray(batch.raw[:, shard.events].T, dtype="<f8")
+            for j, i in enumerate(shard.events):
+                args += [shard.key_index[j], int(batch.raw[MF.RAW["sequence"], i]), records[j].tobytes()]
+            symbols = list(shard.key_of)  # in the order of shard.keys
+            calls.append((shard.events, symbols, shard.keys, args))
+        return calls
+
+    async def _run(self, keys: list[str], args: list[Any]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        try:
+            return await self.redis.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.warm_up()
+            return await self.redis.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+
+    async def update_and_get(self, batch: TickBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features, sequences, fold status) of every tick, in the batch's order."""
+        import asyncio
+
+        n = len(batch)
+        status = np.zeros(n, dtype=np.int8)
+        before: dict[str, bytes] = {}
+        calls = self._calls(batch)
+        async with self._in_order:
+            replies = await asyncio.gather(*(self._run(keys, args) for _, _, keys, args in calls))
+        for (events, symbols, _, _), (digits, rings) in zip(calls, replies, strict=True):
+            status[events] = np.frombuffer(digits, dtype=np.uint8) - ord("0")
+            before.update(zip(symbols, rings, strict=True))
+        w, valid = windows(batch, status, before)
+        features, sequences = MF.from_windows(w, valid)
+        stale = status == MF.STALE
+        features[stale] = 0.0
+        sequences[stale] = 0.0
+        return features, sequences, status

@@ -1,0 +1,46 @@
+"""The scenarios a stack serves, found by name or by the kind of event: the one place that lists them.
+
+A scenario is a package under `scoring/scenarios/` holding what is specific to it (event validation, simulator,
+features, labels, models, evaluation). The services ask this registry for what they need of a scenario (the
+feature service its online fold, the filter its model folder, the gateway its validation and its Triton model) and
+name no scenario themselves. Card fraud's code still lives at the top of `scoring/` (its move into
+`scoring/scenarios/fraud/` is the next step of issue 16); its entry points there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    # The field of `ScoreRequest.event` that carries this scenario's events, and its id field.
+    event_field: str
+    id_field: str
+    # The Triton model of its ensemble, and where training writes its filter (relative to the artifacts folder).
+    triton_model: str
+    filter_dir: str
+    # The entity whose state the events fold into (canary and dedup keys use it).
+    entity_field: str
+
+
+FRAUD: Final = Scenario("fraud", "transaction", "transaction_id", "fraud_ensemble", "models/filter", "customer_id")
+MARKET: Final = Scenario("market", "tick", "tick_id", "market_ensemble", "models/market/filter", "symbol")
+SCENARIOS: Final = {s.name: s for s in (FRAUD, MARKET)}
+BY_EVENT_FIELD: Final = {s.event_field: s for s in SCENARIOS.values()}
+DEFAULT: Final = FRAUD
+
+
+def get(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
+
+
+def available(artifacts: Path) -> list[Scenario]:
+    """The scenarios whose models are trained in `artifacts`."""
+    return [s for s in SCENARIOS.values() if (artifacts / s.filter_dir / "filter.json").is_file()]
