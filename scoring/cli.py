@@ -118,19 +118,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"scoring train: --label-delay: {exc}", file=sys.stderr)
         return 2
-    config = TrainConfig(simulation=_simulation_config(args))
-    if delays:
-        config = dataclasses.replace(config, label_delays=delays)
-    if args.if_missing and artifacts_current(args.out, config):
-        print(f"models in {args.out} are current; not retraining")
-        return 0
-    try:
-        report = train(args.out, config, data=args.data)
-    except DataError as exc:
-        print(f"scoring train: refused {args.data}:\n{exc}", file=sys.stderr)
-        return 2
-    print(format_report(report))
-    print(f"wrote models, Triton repository and report to {args.out}")
+    if args.scenario in ("all", "fraud"):
+        config = TrainConfig(simulation=_simulation_config(args))
+        if delays:
+            config = dataclasses.replace(config, label_delays=delays)
+        if args.if_missing and artifacts_current(args.out, config):
+            print(f"fraud models in {args.out} are current; not retraining")
+        else:
+            try:
+                report = train(args.out, config, data=args.data)
+            except DataError as exc:
+                print(f"scoring train: refused {args.data}:\n{exc}", file=sys.stderr)
+                return 2
+            print(format_report(report))
+    if args.scenario in ("all", "market"):
+        from scoring.scenarios.market import pipeline as market
+
+        market_config = market.MarketTrainConfig()
+        if args.market_ticks_per_symbol:
+            market_config = dataclasses.replace(market_config, ticks_per_symbol=args.market_ticks_per_symbol)
+        if args.if_missing and market.artifacts_current(args.out, market_config):
+            print(f"market models in {args.out} are current; not retraining")
+        else:
+            print(market.format_report(market.train(args.out, market_config)))
+    print(f"models, Triton repository and reports in {args.out}")
     return 0
 
 
@@ -311,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
                        "event is trained on once per model; default realistic): fixed:<duration>, "
                        "uniform:<low>-<high> or realistic (scoring/label_delay.py)")
     train.add_argument("--if-missing", action="store_true", help="do nothing when the models are current")
+    train.add_argument("--scenario", choices=("all", "fraud", "market"), default="all",
+                       help="train one scenario's models (default: every scenario)")
+    train.add_argument("--market-ticks-per-symbol", type=int, default=None,
+                       help="market scenario: simulated ticks per symbol (100 symbols; default 6000)")
     _simulation_args(train)
     train.set_defaults(func=cmd_train)
 

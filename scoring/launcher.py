@@ -18,6 +18,7 @@ points the gateway's connection to each named stage, or clients' connection to t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -377,6 +378,13 @@ class Stack:
                 "FILTER_METRICS_PORT": str(p.filter_metrics),
             }
         )
+        # Every other scenario trained in the artifacts is served beside fraud.
+        from scoring.scenarios import registry
+
+        others = {s.name: str(a / s.filter_dir) for s in registry.available(a) if s is not registry.DEFAULT}
+        if others:
+            env["FILTER_SCENARIO_MODEL_DIRS"] = json.dumps(others)
+            env["GATEWAY_SCENARIO_MODEL_DIRS"] = json.dumps(others)
         if self.trace_sink:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{p.otlp_grpc}"
         for name, (proxy, _) in self.fault_routes.items():

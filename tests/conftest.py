@@ -11,12 +11,14 @@ import pytest
 import pytest_asyncio
 
 from scoring.pipeline import TrainConfig, artifacts_current, train
+from scoring.scenarios.market import pipeline as market
 from scoring.simulator import SimulationConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small enough to train in seconds, large enough for every period of the time split and some frauds.
 TEST_SIMULATION = SimulationConfig(n_customers=600, n_terminals=1200, n_days=75, seed=7)
 TEST_TRAIN = TrainConfig(simulation=TEST_SIMULATION, lstm_epochs=3, gbt_trees=150)
+TEST_MARKET = market.MarketTrainConfig(n_symbols=30, ticks_per_symbol=3000, gbt_trees=60, lstm_epochs=2)
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +27,8 @@ def artifacts() -> Path:
     out = Path(os.environ.get("SCORING_TEST_ARTIFACTS", ROOT / "artifacts" / "test"))
     if not artifacts_current(out, TEST_TRAIN):
         train(out, TEST_TRAIN)
+    if not market.artifacts_current(out, TEST_MARKET):
+        market.train(out, TEST_MARKET)
     return out
 
 

@@ -44,3 +44,23 @@ def get(name: str) -> Scenario:
 def available(artifacts: Path) -> list[Scenario]:
     """The scenarios whose models are trained in `artifacts`."""
     return [s for s in SCENARIOS.values() if (artifacts / s.filter_dir / "filter.json").is_file()]
+
+
+def filter_model(name: str, model_dir: Path) -> object:
+    """The filter service's model of a scenario other than the default (`predict(features, self_contained_only)`
+    -> class probabilities [n, classes], `threshold`, `version`, `n_features`)."""
+    if get(name) is MARKET:
+        from scoring.scenarios.market.serving import MarketFilter
+
+        return MarketFilter(model_dir)
+    raise KeyError(f"scenario {name!r} has no filter of its own kind")
+
+
+def serving(name: str, filter_dir: Path) -> object:
+    """The gateway's view of a multi-class scenario (`services.gateway.class_cascade.Serving` and the edge:
+    validate, event_id, respond, error, concat_items, dedup_key)."""
+    if get(name) is MARKET:
+        from scoring.scenarios.market.serving import MarketServing
+
+        return MarketServing(filter_dir)
+    raise KeyError(f"scenario {name!r} is served by the gateway's own cascade")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import numpy as np
@@ -24,10 +25,46 @@ _tracer = trace.get_tracer("scoring.filter_model")
 
 
 class FilterServicer(filter_pb2_grpc.FilterModelServicer):
-    def __init__(self, model: FilterModel, threshold: float, inline_max_rows: int) -> None:
+    def __init__(
+        self,
+        model: FilterModel,
+        threshold: float,
+        inline_max_rows: int,
+        scenario_models: dict[str, Any] | None = None,
+        scenario_thresholds: dict[str, float] | None = None,
+    ) -> None:
         self.model = model
         self.threshold = threshold
         self.inline_max_rows = inline_max_rows
+        # Multi-class scenarios' models (class probabilities out), by scenario name.
+        self.scenario_models = scenario_models or {}
+        self.scenario_thresholds = scenario_thresholds or {}
+
+    async def _predict_classes(
+        self, request: filter_pb2.FilterRequest, matrix: np.ndarray, context: grpc.aio.ServicerContext
+    ) -> filter_pb2.FilterResponse:
+        model = self.scenario_models.get(request.scenario)
+        if model is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"scenario: no filter model for {request.scenario!r} in this service")
+        started = time.perf_counter()
+        try:
+            if request.rows <= self.inline_max_rows:
+                probs = model.predict(matrix, self_contained_only=request.self_contained_only)
+            else:
+                probs = await asyncio.to_thread(model.predict, matrix, self_contained_only=request.self_contained_only)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        name = f"{request.scenario}_{'fallback' if request.self_contained_only else 'main'}"
+        PREDICT_LATENCY.labels(name).observe(time.perf_counter() - started)
+        ROWS.labels(name).inc(request.rows)
+        threshold = self.scenario_thresholds[request.scenario]
+        scores = model.pass_score(probs).astype("<f4")
+        PASSED.inc(int((scores >= threshold).sum()))
+        return filter_pb2.FilterResponse(
+            scores=scores.tobytes(), threshold=threshold, model_version=model.version,
+            class_probabilities=np.ascontiguousarray(probs, dtype="<f4").tobytes(), classes=probs.shape[1],
+        )
 
     @telemetry.traced_unary("/scoring.v1.FilterModel/Predict")
     async def Predict(
@@ -39,6 +76,8 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
                 f"features: {len(request.features)} bytes do not hold [{request.rows}, {request.cols}] float32",
             )
         matrix = np.frombuffer(request.features, dtype="<f4").reshape(request.rows, request.cols)
+        if request.scenario and request.scenario not in ("fraud",):
+            return await self._predict_classes(request, matrix, context)
         started = time.perf_counter()
         model = "fallback" if request.self_contained_only else "main"
         span = _tracer.start_span("filter predict")

@@ -16,6 +16,11 @@ class FilterSettings(ServiceSettings):
     metrics_port: int = 9466
     # Folder written by `scoring train`: model.onnx, fallback.onnx and filter.json.
     model_dir: Path = Path("artifacts/models/filter")
+    # The other scenarios' filters, by scenario name (JSON: {"market": "artifacts/models/market/filter"}); a request
+    # names its scenario. Empty: this filter serves the default scenario only.
+    scenario_model_dirs: dict[str, Path] = {}
+    # Per-scenario threshold overrides (JSON, as `threshold` for the default scenario).
+    scenario_thresholds: dict[str, float] = {}
     # Events scoring below the threshold are cleared by the filter. Unset: the threshold chosen in training.
     # 0 sends every event on to the ensemble (tests and benchmarks use it).
     threshold: float | None = None

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from scoring.common.logs import configure_logging
 from scoring.common.metrics import serve_metrics
 from scoring.common.server import GrpcServer, run_service
 from scoring.common.telemetry import root_sampling_ratio, setup_tracing
+from scoring.scenarios import registry
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway import tracing
 from services.gateway.admission import AdmissionLimit
 from services.gateway.backlog import FoldBacklog
 from services.gateway.batcher import MicroBatcher
 from services.gateway.cascade import Cascade, StageShares
+from services.gateway.class_cascade import ClassCascade
 from services.gateway.dedup import RecentAnswers, Submitter
 from services.gateway.last_resort import LastResort
-from services.gateway.server import GatewayServicer
+from services.gateway.server import GatewayServicer, Route
 from services.gateway.settings import GatewaySettings
 from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient
 from services.gateway.validation import Limits
@@ -72,15 +75,57 @@ async def main() -> None:
         admission=admission,
     )
 
+    # The other scenarios: a cascade, a micro-batcher and a recent-answer cache each, behind the same admission.
+    others: list[tuple[ClassCascade, MicroBatcher, EnsembleClient]] = []
+    routes: dict[str, Route] = {}
+    for name, model_dir in settings.scenario_model_dirs.items():
+        scenario = registry.get(name)
+        sv: Any = registry.serving(name, model_dir)
+        other_ensemble = EnsembleClient(settings.triton_address, scenario.triton_model, classes=3)
+        other_cascade = ClassCascade(
+            sv, features, filter_client, other_ensemble, budget_s,
+            StageShares(settings.features_share, settings.filter_share, settings.ensemble_share),
+            breaker_failures=settings.breaker_failures,
+            breaker_reset_s=settings.breaker_reset_ms / 1e3,
+            breaker_min_streak_s=settings.breaker_min_streak_ms / 1e3,
+            unfiltered_max=settings.unfiltered_ensemble_max,
+        )
+        other_batcher = MicroBatcher(
+            other_cascade,
+            max_batch=settings.max_batch_events,
+            batch_wait_us=settings.batch_wait_us,
+            max_inflight_batches=settings.max_inflight_batches,
+            max_queued=settings.max_queued_events,
+            features_inflight_batches=settings.features_inflight_batches,
+            admission=admission,
+            concat=sv.concat_items,
+        )
+        other_submitter: Submitter = other_batcher
+        if settings.dedup_window_s > 0:
+            other_submitter = RecentAnswers(other_batcher, window_s=settings.dedup_window_s,
+                                            max_events=settings.dedup_max_events, key=sv.dedup_key,
+                                            fingerprint=lambda event: ())
+        routes[scenario.event_field] = Route(
+            validate=sv.validate, event_id=sv.event_id, plain_id=sv.plain_id, entity=sv.entity, respond=sv.respond,
+            error=sv.error, submitter=other_submitter,
+        )
+        others.append((other_cascade, other_batcher, other_ensemble))
+
     async def warm_up() -> None:
         # Open every channel and run every model once, so the first client event is not the slow one.
         # Stages that are down are not waited for: the gateway serves degraded answers until they return.
         await cascade.warm_up()
         backlog.start()
         batcher.start()
+        for other_cascade, other_batcher, _ in others:
+            await other_cascade.warm_up()
+            other_batcher.start()
 
     async def on_stop() -> None:
         await batcher.stop()
+        for _, other_batcher, other_ensemble in others:
+            await other_batcher.stop()
+            await other_ensemble.close()
         await backlog.stop()
         if backlog.pending:
             logging.getLogger("gateway").warning("stopping with folds pending", extra={"events": backlog.pending})
@@ -101,6 +146,7 @@ async def main() -> None:
         max_budget_s=settings.max_budget_ms / 1e3,
         limits=Limits(max_amount=settings.max_amount, min_event_time_s=settings.min_event_time_s),
         max_group_events=settings.max_batch_events,
+        routes=routes,
     )
     server = GrpcServer(
         "gateway",

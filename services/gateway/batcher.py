@@ -18,7 +18,9 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from opentelemetry import trace
@@ -46,6 +48,9 @@ class Outcome:
     degraded_reason: str
     model_version: str
     error: str
+    # Multi-class scenarios: the class probabilities and the class given (-1: none).
+    probs: tuple[float, ...] = ()
+    signal: int = -1
 
 
 @dataclass(slots=True)
@@ -83,6 +88,8 @@ def slice_outcome(outcome: BatchOutcome, lo: int, hi: int) -> BatchOutcome:
         model_version=outcome.model_version[lo:hi],
         error=outcome.error[lo:hi],
         timings=outcome.timings,
+        probs=None if outcome.probs is None else outcome.probs[lo:hi],
+        signal=None if outcome.signal is None else outcome.signal[lo:hi],
     )
 
 
@@ -97,6 +104,8 @@ def concat_outcomes(parts: list[BatchOutcome]) -> BatchOutcome:
         model_version=[v for p in parts for v in p.model_version],
         error=[e for p in parts for e in p.error],
         timings=parts[0].timings,
+        probs=None if parts[0].probs is None else np.concatenate([p.probs for p in parts]),  # type: ignore[misc]
+        signal=None if parts[0].signal is None else np.concatenate([p.signal for p in parts]),  # type: ignore[misc]
     )
 
 
@@ -152,8 +161,12 @@ class MicroBatcher:
         max_queued: int,
         features_inflight_batches: int = 1,
         admission: AdmissionLimit | None = None,
+        concat: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         self.cascade = cascade
+        # Builds a micro-batch from queued items: fraud's columns by default; another scenario's batch type
+        # (events of one scenario per batcher) otherwise.
+        self._concat = _concat if concat is None else concat
         # Told how late each answered batch was, so that it admits what can be served in time.
         self.admission = admission
         self.max_batch = max_batch
@@ -249,7 +262,7 @@ class MicroBatcher:
         try:
             live = [p for p in pending if not p.future.done()]
             if live:
-                batch = _concat(live)
+                batch = self._concat(live)
                 urgent = min(live, key=lambda p: p.deadline)
                 started = time.monotonic()
                 batch_span = tracing.batch_span([p.span for p in live], len(batch))
@@ -280,6 +293,17 @@ class MicroBatcher:
 
 
 def outcome_at(outcome: BatchOutcome, i: int) -> Outcome:
+    if outcome.probs is not None and outcome.signal is not None:
+        return Outcome(
+            score=float(outcome.score[i]),
+            filter_score=float(outcome.filter_score[i]),
+            stage=int(outcome.stage[i]),
+            degraded_reason=outcome.degraded_reason[i],
+            model_version=outcome.model_version[i],
+            error=outcome.error[i],
+            probs=tuple(outcome.probs[i].tolist()),
+            signal=int(outcome.signal[i]),
+        )
     return Outcome(
         score=float(outcome.score[i]),
         filter_score=float(outcome.filter_score[i]),

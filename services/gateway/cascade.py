@@ -56,6 +56,9 @@ class BatchOutcome:
     error: list[str] = field(default_factory=list)  # "" when scored
     # Seconds each stage called took (features, filter, ensemble), for the batch's trace.
     timings: dict[str, float] = field(default_factory=dict)
+    # Multi-class scenarios: class probabilities [n, classes] and the class given [n] (int8).
+    probs: np.ndarray | None = None
+    signal: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Cascade:
         unfiltered_max: int = 64,
         backlog: FoldBacklog | None = None,
         last_resort: LastResort | None = None,
+        metric_prefix: str = "",
     ) -> None:
         self.features = features
         self.filter = filter_client
@@ -109,7 +113,7 @@ class Cascade:
         if backlog is not None:
             backlog.breaker = self.breakers["features"]
         for name, breaker in self.breakers.items():
-            M.BREAKER_STATE.labels(name).set_function(functools.partial(_breaker_code, breaker))
+            M.BREAKER_STATE.labels(metric_prefix + name).set_function(functools.partial(_breaker_code, breaker))
         if backlog is not None:
             M.FOLD_BACKLOG.set_function(lambda: backlog.pending)
 

@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from opentelemetry.trace import Span
@@ -116,6 +116,8 @@ class RecentAnswers:
         window_s: float,
         max_events: int,
         clock: Callable[[], float] = time.monotonic,
+        key: Callable[[Any], str] | None = None,
+        fingerprint: Callable[[Any], Any] | None = None,
     ) -> None:
         if window_s <= 0 or max_events < 1:
             raise ValueError("a recent-answer cache needs window_s > 0 and max_events >= 1")
@@ -123,6 +125,10 @@ class RecentAnswers:
         self.window_s = window_s
         self.max_events = max_events
         self._clock = clock
+        # What names an event, and what must match for a re-sent one to be the same event: a transaction's id and
+        # its fields by default; a scenario passes its own (a tick: symbol and sequence, nothing else to match).
+        self._key: Callable[[Any], str] = key or (lambda event: event.transaction_id)
+        self._fingerprint_of: Callable[[Any], Any] = fingerprint or _fingerprint
         # id -> (time first seen, fingerprint, pending or answered future or group row), oldest first.
         self._entries: OrderedDict[str, tuple[float, _Fingerprint, asyncio.Future[Outcome] | _GroupSlot]] = (
             OrderedDict()
@@ -136,17 +142,17 @@ class RecentAnswers:
     def submit(self, event: Event, deadline: float) -> asyncio.Future[Outcome]:
         now = self._clock()
         self._evict(now)
-        txid = event.transaction_id
+        txid = self._key(event)
         entry = self._entries.get(txid)
         if entry is not None:
             _, fingerprint, future = entry
-            if fingerprint != _fingerprint(event):
+            if fingerprint != self._fingerprint_of(event):
                 raise FieldError("transaction_id", f"{txid!r} was already used for a different event")
             self.hits += 1
             REPLAYED.labels("answered" if future.done() else "in_flight").inc()
             return future.answer() if isinstance(future, _GroupSlot) else future
         future = self.inner.submit(event, deadline)  # Overloaded propagates: nothing is kept
-        self._entries[txid] = (now, _fingerprint(event), future)
+        self._entries[txid] = (now, self._fingerprint_of(event), future)
         future.add_done_callback(lambda f: self._forget_failure(txid, f))
         return future
 

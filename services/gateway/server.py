@@ -11,7 +11,8 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -26,6 +27,7 @@ from services.gateway import tracing
 from services.gateway.admission import AdmissionLimit
 from services.gateway.batcher import Outcome, Overloaded
 from services.gateway.budget import event_deadline, requested_budget_s
+from services.gateway.class_cascade import INVALID
 from services.gateway.columns import PUBLIC_STAGES, score_columns
 from services.gateway.dedup import Submitter
 from services.gateway.stages import FeatureClient, StageError
@@ -83,6 +85,37 @@ async def _abort_invalid(context: grpc.aio.ServicerContext, exc: FieldError) -> 
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
+@dataclass(frozen=True)
+class Route:
+    """How the servicer handles the events of one other scenario (a field of `ScoreRequest.event` besides the
+    transaction): its validation, its submitter (micro-batcher, behind its recent-answer cache) and its answers.
+    Built from the scenario's serving module (`scoring.scenarios.registry`)."""
+
+    validate: Callable[[Any, str], Any]  # message, field prefix -> plain event, or FieldError
+    event_id: Callable[[Any], str]  # message -> its id, for an answer to a message that did not validate
+    plain_id: Callable[[Any], str]  # plain event -> its id
+    entity: Callable[[Any], str]  # plain event -> the entity it folds into (for the trace)
+    respond: Callable[[str, Outcome], types_pb2.ScoreResponse]  # (id, outcome) -> the answer
+    error: Callable[[str, int, str, str], types_pb2.ScoreResponse]  # (id, code, field, message) -> an error answer
+    submitter: Submitter
+
+
+def _refused(outcome: Outcome) -> tuple[str, str] | None:
+    """(field, message) when the outcome refuses the event as the client's error (a fold status, not a stage)."""
+    if not outcome.error.startswith(INVALID + ":"):
+        return None
+    message = outcome.error[len(INVALID) + 1 :]
+    return message.split(":", 1)[0], message
+
+
+def other_response(route: Route, event_id: str, outcome: Outcome) -> types_pb2.ScoreResponse:
+    refused = _refused(outcome)
+    if refused is not None:
+        M.ERRORS.labels("INVALID_ARGUMENT").inc()
+        return route.error(event_id, code_pb2.INVALID_ARGUMENT, *refused)
+    return route.respond(event_id, outcome)
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     def __init__(
         self,
@@ -96,8 +129,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         max_budget_s: float = 1.0,
         limits: Limits = DEFAULT_LIMITS,
         max_group_events: int = 256,
+        routes: dict[str, Route] | None = None,
     ) -> None:
         self.batcher = batcher
+        # The other scenarios' events, by their field of ScoreRequest.event.
+        self.routes = routes or {}
         self.features = features
         self.budget_s = budget_s
         self.max_budget_s = max(max_budget_s, budget_s)
@@ -134,8 +170,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self, request: gateway_pb2.ScoreRequest, context: grpc.aio.ServicerContext
     ) -> types_pb2.ScoreResponse:
         budget_s = await self._call_budget(context)
+        kind = request.WhichOneof("event")
+        if kind is not None and kind != "transaction":
+            return await self._score_other(kind, getattr(request, kind), budget_s, context)
         if not request.HasField("transaction"):
-            await _abort_invalid(context, FieldError("transaction", "is required"))
+            await _abort_invalid(context, FieldError("transaction", "is required (or another kind of event)"))
         try:
             event = validate(request.transaction, limits=self.limits)
         except FieldError as exc:
@@ -161,6 +200,87 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"no stage could score the event: {outcome.error}")
         return _response(event.transaction_id, outcome)
 
+    def _route(self, kind: str) -> Route:
+        route = self.routes.get(kind)
+        if route is None:
+            raise FieldError(kind, "this gateway serves no scenario for this kind of event")
+        return route
+
+    def _submit_other(
+        self, route: Route, event: Any, deadline: float, links: Sequence[Link] | None
+    ) -> asyncio.Future[Outcome]:
+        """Submits an event of another scenario that holds one unit of admission (given back as for transactions)."""
+        span = tracing.start_event(route.plain_id(event), route.entity(event), root=links is not None,
+                                   links=links or ())
+        try:
+            future = tracing.submit(route.submitter, event, deadline, span)
+        except (FieldError, Overloaded):
+            self.admission.release()
+            raise
+        future.add_done_callback(self._answered)
+        return future
+
+    async def _score_other(
+        self, kind: str, message: Any, budget_s: float, context: grpc.aio.ServicerContext
+    ) -> types_pb2.ScoreResponse:
+        try:
+            route = self._route(kind)
+            event = route.validate(message, kind)
+        except FieldError as exc:
+            await _abort_invalid(context, exc)
+        if not self.admission.try_acquire():
+            self.admission.refuse()
+            M.ERRORS.labels("RESOURCE_EXHAUSTED").inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"gateway at its admission limit ({self.admission.inside} events inside)")
+        try:
+            future = self._submit_other(route, event, event_deadline(budget_s, context.time_remaining()), None)
+        except Overloaded as exc:
+            M.ERRORS.labels("RESOURCE_EXHAUSTED").inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"gateway overloaded: {exc}")
+        outcome = await future
+        refused = _refused(outcome)
+        if refused is not None:
+            await _abort_invalid(context, FieldError(refused[0], refused[1].split(": ", 1)[-1]))
+        if outcome.error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"no stage could score the event: {outcome.error}")
+        return route.respond(route.event_id(message), outcome)
+
+    def _admit_other(
+        self, kind: str, message: Any, prefix: str, deadline: float, links: Sequence[Link]
+    ) -> types_pb2.ScoreResponse | asyncio.Future[types_pb2.ScoreResponse]:
+        """An event of another scenario inside a stream that has one unit of admission: its answer's future, or an
+        error answer at once (the unit then given back)."""
+        route = self.routes.get(kind)
+        if route is None:
+            self.admission.release()
+            return _error_response("", code_pb2.INVALID_ARGUMENT, prefix,
+                                   "this gateway serves no scenario for this kind of event")
+        event_id = route.event_id(message)
+        try:
+            event = route.validate(message, prefix)
+        except FieldError as exc:
+            self.admission.release()
+            M.ERRORS.labels("INVALID_ARGUMENT").inc()
+            return route.error(event_id, code_pb2.INVALID_ARGUMENT, exc.field, str(exc))
+        try:
+            future = self._submit_other(route, event, deadline, links)
+        except FieldError as exc:
+            return route.error(event_id, code_pb2.INVALID_ARGUMENT, exc.field, str(exc))
+        except Overloaded as exc:
+            M.ERRORS.labels("RESOURCE_EXHAUSTED").inc()
+            return route.error(event_id, code_pb2.RESOURCE_EXHAUSTED, "", str(exc))
+        answer: asyncio.Future[types_pb2.ScoreResponse] = asyncio.get_running_loop().create_future()
+
+        def settle(f: asyncio.Future[Outcome]) -> None:
+            if f.cancelled():
+                answer.cancel()
+            elif not answer.done():
+                answer.set_result(other_response(route, event_id, f.result()))
+
+        future.add_done_callback(settle)
+        return answer
+
     @telemetry.traced_stream("/scoring.v1.Gateway/ScoreStream")
     async def ScoreStream(
         self, request_iterator: AsyncIterator[gateway_pb2.ScoreRequest], context: grpc.aio.ServicerContext
@@ -182,6 +302,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             try:
                 async for request in request_iterator:
                     await window.acquire()
+                    kind = request.WhichOneof("event")
+                    if kind is not None and kind != "transaction":
+                        if not admission.try_acquire():
+                            await admission.acquire()
+                        slot = self._admit_other(
+                            kind, getattr(request, kind), kind, event_deadline(budget_s, context.time_remaining()),
+                            links)
+                        if isinstance(slot, asyncio.Future):
+                            slot.add_done_callback(
+                                lambda f: None if f.cancelled() else out.put_nowait(f.result()))
+                        else:
+                            out.put_nowait(slot)
+                        continue
                     txid = request.transaction.transaction_id
                     try:
                         event = validate(request.transaction, limits=self.limits)
@@ -229,7 +362,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         in_order = asyncio.Lock()
         async for response in self._in_order(
             request_iterator,
-            lambda request: len(request.transactions),
+            lambda request: len(request.transactions) + len(request.events),
             lambda request: self._score_batch(request, links, budget_s, context, in_order),
         ):
             yield response
@@ -308,6 +441,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         context: grpc.aio.ServicerContext,
         in_order: asyncio.Lock,
     ) -> gateway_pb2.ScoreBatchResponse:
+        if len(request.events):
+            return await self._score_events(request, links, budget_s, context, in_order)
         n = len(request.transactions)
         if n == 0:
             return gateway_pb2.ScoreBatchResponse(
@@ -333,6 +468,73 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             for tx, slot in zip(request.transactions, slots, strict=True)
         ]
         return gateway_pb2.ScoreBatchResponse(responses=responses)
+
+    async def _score_events(
+        self,
+        request: gateway_pb2.ScoreBatchRequest,
+        links: Sequence[Link],
+        budget_s: float,
+        context: grpc.aio.ServicerContext,
+        in_order: asyncio.Lock,
+    ) -> gateway_pb2.ScoreBatchResponse:
+        """A batch of events of any kinds: each to its scenario's batcher, the answers in the request's order."""
+        n = len(request.events)
+        if len(request.transactions):
+            message = "a batch holds transactions or events, not both"
+            return gateway_pb2.ScoreBatchResponse(
+                responses=[_error_response("", code_pb2.INVALID_ARGUMENT, "events", message)] * n)
+        if n > self.max_request_batch:
+            message = f"events: batch of {n} exceeds the maximum of {self.max_request_batch}"
+            return gateway_pb2.ScoreBatchResponse(
+                responses=[_error_response("", code_pb2.INVALID_ARGUMENT, "events", message)] * n)
+        slots: list[Any] = []
+        admission = self.admission
+        async with in_order:
+            for i, event in enumerate(request.events):
+                kind = event.WhichOneof("event")
+                prefix = f"events[{i}]"
+                if kind is None:
+                    slots.append(_error_response("", code_pb2.INVALID_ARGUMENT, prefix, "has no event"))
+                    continue
+                if not admission.try_acquire():
+                    await admission.acquire()
+                deadline = event_deadline(budget_s, context.time_remaining())
+                if kind == "transaction":
+                    slots.append(self._admit_transaction(event.transaction, f"{prefix}.transaction", deadline, links))
+                else:
+                    slots.append(self._admit_other(kind, getattr(event, kind), f"{prefix}.{kind}", deadline, links))
+        futures = [slot for slot in slots if isinstance(slot, asyncio.Future)]
+        if futures:
+            await asyncio.wait(futures)
+        return gateway_pb2.ScoreBatchResponse(
+            responses=[slot.result() if isinstance(slot, asyncio.Future) else slot for slot in slots])
+
+    def _admit_transaction(
+        self, tx: types_pb2.Transaction, prefix: str, deadline: float, links: Sequence[Link]
+    ) -> types_pb2.ScoreResponse | asyncio.Future[types_pb2.ScoreResponse]:
+        """A transaction of a mixed batch that holds one unit of admission: its answer's future, or an error."""
+        try:
+            event = validate(tx, prefix, limits=self.limits)
+        except FieldError as exc:
+            self.admission.release()
+            return _error_response(tx.transaction_id, code_pb2.INVALID_ARGUMENT, exc.field, str(exc))
+        try:
+            span = tracing.start_event(event.transaction_id, event.customer_id, root=True, links=links)
+            future = self._submit_admitted(event, deadline, span)
+        except FieldError as exc:
+            return _error_response(tx.transaction_id, code_pb2.INVALID_ARGUMENT, exc.field, str(exc))
+        except Overloaded as exc:
+            return _error_response(tx.transaction_id, code_pb2.RESOURCE_EXHAUSTED, "", str(exc))
+        answer: asyncio.Future[types_pb2.ScoreResponse] = asyncio.get_running_loop().create_future()
+
+        def settle(f: asyncio.Future[Outcome]) -> None:
+            if f.cancelled():
+                answer.cancel()
+            elif not answer.done():
+                answer.set_result(_response(tx.transaction_id, f.result()))
+
+        future.add_done_callback(settle)
+        return answer
 
     async def _admit_batch(
         self,

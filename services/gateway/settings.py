@@ -26,6 +26,9 @@ class GatewaySettings(ServiceSettings):
     # The last-resort scorer: the filter's fallback model (fallback.onnx + filter.json), run in-process for every
     # event that no stage could score in time.
     fallback_model_dir: Path = Path("artifacts/models/filter")
+    # The other scenarios served, by name, with their filter's folder (its fallback is the gateway's last resort
+    # for them), as JSON: {"market": "artifacts/models/market/filter"}. Empty: transactions only.
+    scenario_model_dirs: dict[str, Path] = {}
     # Plausible ranges of the numeric fields (beyond them INVALID_ARGUMENT naming the field).
     max_amount: float = DEFAULT_LIMITS.max_amount
     # 1970-01-01: history is normal use (market data goes back decades); a deployment may raise it.

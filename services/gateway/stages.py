@@ -62,12 +62,15 @@ class FilterResult:
     scores: np.ndarray
     threshold: float
     model_version: str
+    probs: np.ndarray | None = None  # multi-class scenarios: [rows, classes]
 
 
 @dataclass(frozen=True)
 class EnsembleResult:
     scores: np.ndarray
     model_version: str
+    probs: np.ndarray | None = None  # multi-class scenarios: [rows, classes] and the class given per row
+    signal: np.ndarray | None = None
 
 
 class _TracedCall:
@@ -110,6 +113,25 @@ class FeatureClient:
             amount=batch.amount.tolist(),
             fold_only=fold_only,
         )
+        return await self._send(request, timeout_s)
+
+    async def fold_other(
+        self, request: features_pb2.FeatureRequest, n_features: int, timeout_s: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Another scenario's batch (its request built by the scenario): features, sequences and fold status."""
+        reply = await self._send(request, timeout_s)
+        n = reply.rows
+        if n == 0:
+            return np.zeros((0, n_features), np.float32), np.zeros((0, 0, 0), np.float32), np.zeros(0, np.int8)
+        if len(reply.feature_names) != n_features:
+            raise StageError("features", "invalid", f"{len(reply.feature_names)} features, expected {n_features}")
+        features = np.frombuffer(reply.features, dtype="<f4").reshape(n, n_features)
+        sequences = np.frombuffer(reply.sequences, dtype="<f4").reshape(n, reply.seq_len, reply.seq_feature_count)
+        if not (np.isfinite(features).all() and np.isfinite(sequences).all()):
+            raise StageError("features", "invalid", "non-finite features")
+        return features, sequences, np.asarray(reply.fold_status, dtype=np.int8)
+
+    async def _send(self, request: features_pb2.FeatureRequest, timeout_s: float) -> features_pb2.FeatureResponse:
         traced = _TracedCall("/scoring.v1.FeatureService/UpdateAndGet")
         try:
             reply: features_pb2.FeatureResponse = await self.stub.UpdateAndGet(
@@ -156,12 +178,15 @@ class FilterClient:
         self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self.stub = filter_pb2_grpc.FilterModelStub(self.channel)
 
-    async def predict(self, features: np.ndarray, self_contained_only: bool, timeout_s: float) -> FilterResult:
+    async def predict(
+        self, features: np.ndarray, self_contained_only: bool, timeout_s: float, scenario: str = ""
+    ) -> FilterResult:
         request = filter_pb2.FilterRequest(
             rows=features.shape[0],
             cols=features.shape[1],
             features=np.ascontiguousarray(features, dtype="<f4").tobytes(),
             self_contained_only=self_contained_only,
+            scenario=scenario,
         )
         traced = _TracedCall("/scoring.v1.FilterModel/Predict")
         try:
@@ -174,7 +199,13 @@ class FilterClient:
         scores = np.frombuffer(reply.scores, dtype="<f4")
         if len(scores) != features.shape[0] or not np.isfinite(scores).all():
             raise StageError("filter", "invalid", "non-finite or missing scores")
-        return FilterResult(scores=scores, threshold=reply.threshold, model_version=reply.model_version)
+        probs = None
+        if reply.classes:
+            probs = np.frombuffer(reply.class_probabilities, dtype="<f4")
+            if len(probs) != len(scores) * reply.classes or not np.isfinite(probs).all():
+                raise StageError("filter", "invalid", "non-finite or missing class probabilities")
+            probs = probs.reshape(len(scores), reply.classes)
+        return FilterResult(scores=scores, threshold=reply.threshold, model_version=reply.model_version, probs=probs)
 
     async def close(self) -> None:
         await self.channel.close()
@@ -184,8 +215,10 @@ class EnsembleClient:
     """Triton over KServe v2 gRPC. The gateway cuts off on its side (client_timeout) and passes the remaining
     budget as the request timeout, so Triton drops the request from its queue instead of running stale work."""
 
-    def __init__(self, address: str, model: str) -> None:
+    def __init__(self, address: str, model: str, *, classes: int = 0) -> None:
         self.model = model
+        # 0: a binary scenario (SCORE out); else PROBS [classes] and SIGNAL [1] out.
+        self.classes = classes
         self.client = triton.InferenceServerClient(url=address, channel_args=CHANNEL_OPTIONS)
         self.tracer = trace.get_tracer("scoring.gateway.ensemble")
 
@@ -229,6 +262,8 @@ class EnsembleClient:
             if "UNAVAILABLE" in status:
                 raise StageError("ensemble", "unavailable", str(exc)) from exc
             raise StageError("ensemble", "error", str(exc)) from exc
+        if self.classes:
+            return self._classes(result, inputs[0].shape()[0], span)
         scores = result.as_numpy("SCORE")
         if scores is None:
             raise StageError("ensemble", "error", "response has no SCORE")
@@ -239,6 +274,21 @@ class EnsembleClient:
         if span.is_recording():
             span.set_attribute("scoring.model_version", version)
         return EnsembleResult(scores=scores.reshape(-1).astype(np.float64), model_version=version)
+
+    def _classes(self, result: triton.InferResult, rows: int, span: trace.Span) -> EnsembleResult:
+        probs, signal = result.as_numpy("PROBS"), result.as_numpy("SIGNAL")
+        if probs is None or signal is None:
+            raise StageError("ensemble", "error", "response has no PROBS or SIGNAL")
+        probs = probs.reshape(-1, self.classes)
+        signal = signal.reshape(-1)
+        if len(probs) != rows or len(signal) != rows or not np.isfinite(probs).all():
+            raise StageError("ensemble", "invalid", "non-finite or missing class probabilities")
+        response = result.get_response()
+        version = f"{response.model_name}:{response.model_version}"
+        if span.is_recording():
+            span.set_attribute("scoring.model_version", version)
+        return EnsembleResult(scores=probs.max(axis=1).astype(np.float64), model_version=version,
+                              probs=probs.astype(np.float64), signal=signal.astype(np.int8))
 
     async def _infer(
         self, inputs: list[triton.InferInput], timeout_s: float, headers: dict[str, str] | None = None

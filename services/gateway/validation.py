@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scoring.common.errors import FieldError
 from scoring.v1 import gateway_pb2, types_pb2
+
+__all__ = ["FieldError", "Event", "Limits", "validate", "validate_columns"]
 
 MAX_ID_LENGTH = 256
 MAX_FUTURE_S = 86_400
@@ -32,13 +35,6 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
-
-
-class FieldError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.description = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from scoring.scenarios.market import models as MM
 from scoring.scenarios.market.simulator import MarketConfig, simulate
 
 REPORT = "market_report.json"
+_HERE = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,26 @@ class MarketTrainConfig:
     keep_moves: float = 0.95  # the filter keeps at least this share of the ensemble's correct up/down signals
     gbt_trees: int = 200
     lstm_epochs: int = 4
+
+
+def source_fingerprint() -> str:
+    """Hash of the code that decides what the market models are: changing it retrains on `--if-missing`."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ("simulator.py", "features.py", "labels.py", "models.py", "pipeline.py", "evaluate.py",
+                 "repository.py", "triton_model.py"):
+        digest.update((_HERE / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def artifacts_current(out: Path, config: MarketTrainConfig) -> bool:
+    report = out / REPORT
+    if not report.exists():
+        return False
+    data = json.loads(report.read_text())
+    return bool(data.get("fingerprint") == source_fingerprint() and data.get("config") == asdict(config)
+                and (out / "triton_repository" / "market_ensemble").is_dir())
 
 
 def model_dirs(out: Path) -> tuple[Path, Path]:
@@ -84,6 +105,17 @@ def choose_filter_threshold(p_move: np.ndarray, correct_moves: np.ndarray, keep:
     if len(caught) == 0:
         return 0.0
     return float(caught[int(np.floor((1.0 - keep) * len(caught)))])
+
+
+def format_report(report: dict[str, Any]) -> str:
+    from scoring.scenarios.market.evaluate import format_evaluation
+
+    return "\n".join([
+        f"market: {report['rows']['train']:,} training ticks; filter threshold {report['filter_threshold']:.3f} "
+        f"(passes {report['validation']['filter_pass_rate']:.1%} of validation ticks), tau {report['tau']:.3f}; "
+        f"{report['timings']['total_s']:.0f} s",
+        format_evaluation(report["evaluation"]),
+    ])
 
 
 def train(out: Path, config: MarketTrainConfig = MarketTrainConfig()) -> dict[str, Any]:
@@ -141,9 +173,12 @@ def train(out: Path, config: MarketTrainConfig = MarketTrainConfig()) -> dict[st
     }, indent=2))
 
     from scoring.scenarios.market.evaluate import evaluate_offline
+    from scoring.scenarios.market.repository import write_model
 
+    write_model(out / "triton_repository", ensemble_dir, queue_policy=False)  # no queue policy: as fraud's
     report: dict[str, Any] = {
         "scenario": "market",
+        "fingerprint": source_fingerprint(),
         "config": asdict(config),
         "version": version,
         "rows": {name: int(mask.sum()) for name, mask in data.parts.items()},
