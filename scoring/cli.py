@@ -145,8 +145,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_market(args: argparse.Namespace) -> int:
+    """The market scenario: the offline table of training's report, recomputed; with --live, the test ticks through
+    a gateway against the offline cascade."""
+    from scoring.scenarios.market import pipeline as market
+    from scoring.scenarios.market.evaluate import Served, evaluate_offline, format_evaluation
+
+    report_path = args.artifacts / market.REPORT
+    if not report_path.exists():
+        print(f"scoring evaluate: no market models in {args.artifacts}: scoring train --scenario market",
+              file=sys.stderr)
+        return 2
+    config = market.MarketTrainConfig(**json.loads(report_path.read_text())["config"])
+    filter_dir, ensemble_dir = market.model_dirs(args.artifacts)
+    served = Served.from_files(filter_dir / "model.onnx", ensemble_dir / "gbt.onnx", ensemble_dir / "seq.onnx")
+    result: dict = {"offline": evaluate_offline(args.artifacts, market.build_dataset(config), config, served)}
+    print(format_evaluation(result["offline"]))
+    if args.live:
+        from scoring.scenarios.market.evaluate_live import evaluate_live, format_live
+
+        async def run() -> dict:
+            budget_ms = 30_000.0 if args.budget_ms is None else args.budget_ms
+            if args.gateway:
+                return await evaluate_live(args.artifacts, args.gateway, budget_ms=budget_ms)
+            from scoring.launcher import Ports, Stack, StackConfig
+
+            config = StackConfig(artifacts=args.artifacts, ports=Ports.free(),
+                                 env={"GATEWAY_MAX_BUDGET_MS": str(max(budget_ms, 1000))})
+            async with Stack(config) as stack:
+                return await evaluate_live(args.artifacts, stack.gateway_address, budget_ms=budget_ms)
+
+        result["live"] = asyncio.run(run())
+        print(format_live(result["live"]))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0 if "live" not in result or not result["live"]["degraded_or_errors"] else 1
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Offline evaluation on the test period under each label delay; with --live, the same from a gateway's answers."""
+    if args.scenario == "market":
+        return cmd_evaluate_market(args)
     from scoring.evaluate import PROTOCOLS, evaluate, format_evaluation
     from scoring.label_delay import EVALUATED, LabelDelay
 
@@ -200,8 +241,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         async with stack:
             print(f"stack ready in {time.monotonic() - started:.1f} s: gateway {stack.gateway_address}", flush=True)
             frame = load_replay_frame(args.artifacts, args.events, args.offset)
+            print(f"card fraud: {len(frame):,} transactions on ScoreStream at {args.rate:g}/s", flush=True)
             result = await replay_stream(stack.gateway_address, frame_transactions(frame), args.rate)
             print(result.summary(), flush=True)
+            ok = result.answered == result.sent
+            if stack.serves("market") and args.ticks:
+                from scoring.scenarios.market.replay import demo_frame, frame_ticks
+
+                prefix = f"demo{int(time.time())}-"  # this run's symbols: a stack's rings keep earlier runs' ticks
+                ticks = frame_ticks(demo_frame(args.ticks), prefix)
+                print(f"\nmarket ticks: {len(ticks):,} ticks of 20 symbols on ScoreStream at {args.rate:g}/s",
+                      flush=True)
+                tick_result = await replay_stream(stack.gateway_address, ticks, args.rate)
+                print(tick_result.summary(), flush=True)
+                ok = ok and tick_result.answered == tick_result.sent
         print("stack stopped", flush=True)
         if stack.trace_file is not None:
             from scoring.budget import format_report, load
@@ -209,7 +262,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(format_report(load(stack.trace_file)), flush=True)
         elif stack.tracing:
             print("traces went to the configured collector: `scoring budget --jaeger URL` reads them", flush=True)
-        return 0 if result.answered == result.sent else 1
+        return 0 if ok else 1
 
     return asyncio.run(run())
 
@@ -344,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--protocol", choices=("all", "handbook", "both"), default="both",
                           help="all test events, or the handbook's (cards known compromised removed); default both")
     evaluate.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
+    evaluate.add_argument("--scenario", choices=("fraud", "market"), default="fraud",
+                          help="market: macro-F1, MCC, the trader's figures and the baselines of the tick models")
     evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="start the stack, replay a stream, print the summary, stop")
@@ -351,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--events", type=int, default=5000)
     demo.add_argument("--offset", type=int, default=0)
     demo.add_argument("--rate", type=float, default=1000.0)
+    demo.add_argument("--ticks", type=int, default=3000,
+                      help="market ticks replayed after the transactions (when the market models are trained; 0: none)")
     demo.add_argument("--trace-ratio", type=float, default=0.1,
                       help="share of events traced (unless OTEL_TRACES_SAMPLER is set); the budget report reads them")
     demo.set_defaults(func=cmd_demo)

@@ -358,6 +358,12 @@ class Stack:
     def redis_cluster_dir(self) -> Path:
         return self.config.logs / "redis-cluster"
 
+    def serves(self, scenario: str) -> bool:
+        """Whether this stack serves the scenario (its models are in the artifacts)."""
+        from scoring.scenarios import registry
+
+        return registry.get(scenario) in registry.available(self.config.artifacts.resolve())
+
     def service_env(self) -> dict[str, str]:
         p, a = self.config.ports, self.config.artifacts.resolve()
         env = dict(os.environ)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,7 @@ class ReplayResult:
     full_ids: list[str] = field(default_factory=list)  # events answered in full, in answer order
     degraded: Counter[str] = field(default_factory=Counter)
     versions: Counter[str] = field(default_factory=Counter)
+    signals: Counter[str] = field(default_factory=Counter)  # ticks: the signals given
     scores: dict[str, float] = field(default_factory=dict)
     labels_accepted: int = 0
     labels_unknown: int = 0
@@ -57,7 +58,10 @@ class ReplayResult:
             "decided by  " + "  ".join(f"{k} {v:,} ({v / max(self.answered, 1):.1%})" for k, v in
                                        sorted(self.stages.items())),
         ]
-        if self.scores:
+        if self.signals:
+            lines.append("signals     " + "  ".join(f"{k} {v:,} ({v / max(self.answered, 1):.1%})"
+                                                    for k, v in sorted(self.signals.items())))
+        if self.scores and not self.signals:
             values = np.fromiter(self.scores.values(), float)
             lines.append(
                 f"scores      mean {values.mean():.4f}  p50 {np.median(values):.4f}  "
@@ -166,9 +170,16 @@ def budget_metadata(budget_ms: float | None) -> tuple[tuple[str, str], ...] | No
     return None if budget_ms is None else ((BUDGET_KEY, f"{budget_ms:g}"),)
 
 
+def _event_id(event: types_pb2.Transaction | gateway_pb2.ScoreRequest) -> str:
+    if isinstance(event, types_pb2.Transaction):
+        return event.transaction_id
+    kind = event.WhichOneof("event")
+    return event.transaction.transaction_id if kind == "transaction" else event.tick.tick_id
+
+
 async def replay_stream(
     address: str,
-    transactions: list[types_pb2.Transaction],
+    transactions: Sequence[types_pb2.Transaction | gateway_pb2.ScoreRequest],
     rate_per_s: float,
     timeout_s: float = 120.0,
     budget_ms: float | None = None,
@@ -176,7 +187,8 @@ async def replay_stream(
     labels: LabelFeed | None = None,
 ) -> ReplayResult:
     """One event per message on ScoreStream; `rate_per_s` 0 sends as fast as the gateway reads. Pass `result` to
-    watch it fill while the replay runs."""
+    watch it fill while the replay runs. Events are transactions, or requests of any kind (labels: transactions
+    only)."""
     result = ReplayResult() if result is None else result
     scheduled: dict[str, float] = {}
     interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
@@ -190,9 +202,9 @@ async def replay_stream(
             if delay > 0.0005:
                 await asyncio.sleep(delay)
             # Latency counts from when the event was due, not when the sender got round to it.
-            scheduled[tx.transaction_id] = due
+            scheduled[_event_id(tx)] = due
             result.sent += 1
-            yield gateway_pb2.ScoreRequest(transaction=tx)
+            yield gateway_pb2.ScoreRequest(transaction=tx) if isinstance(tx, types_pb2.Transaction) else tx
 
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
@@ -203,7 +215,7 @@ async def replay_stream(
         async with reporting:
             async for response in call:
                 now = time.perf_counter()
-                txid = response.transaction_id
+                txid = response.transaction_id or response.tick_id
                 if txid in seen:
                     result.duplicates += 1
                     continue
@@ -213,10 +225,10 @@ async def replay_stream(
                     result.latency_us.record_value(max(1, int((now - scheduled[txid]) * 1e6)))
                 record(result, response)
                 if labels is not None:
-                    while oldest_open < len(transactions) and transactions[oldest_open].transaction_id in seen:
+                    while oldest_open < len(transactions) and _event_id(transactions[oldest_open]) in seen:
                         oldest_open += 1
                     # Labels due by the earliest open event's time: their transactions came before it, all answered.
-                    labels.advance(_event_time_us(transactions[min(oldest_open, len(transactions) - 1)]))
+                    labels.advance(_event_time_us(transactions[min(oldest_open, len(transactions) - 1)]))  # type: ignore[arg-type]
         result.elapsed_s = time.perf_counter() - started
     return result
 
@@ -375,14 +387,17 @@ def record_batch(
 def record(result: ReplayResult, response: types_pb2.ScoreResponse) -> None:
     kind = answer_kind(response)
     result.kinds[kind] += 1
+    event_id = response.transaction_id or response.tick_id
     if kind == "full":
-        result.full_ids.append(response.transaction_id)
+        result.full_ids.append(event_id)
     if response.HasField("error"):
         result.errors[f"{response.error.code}:{response.error.field or response.degraded_reason}"] += 1
         return
     result.stages[types_pb2.Stage.Name(response.stage).removeprefix("STAGE_").lower()] += 1
     result.versions[response.model_version] += 1
-    result.scores[response.transaction_id] = response.score
+    result.scores[event_id] = response.score
+    if response.signal:
+        result.signals[types_pb2.Signal.Name(response.signal).removeprefix("SIGNAL_").lower()] += 1
     if response.degraded:
         result.degraded[response.degraded_reason] += 1
 

@@ -311,6 +311,14 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             for line in format_saturated_replay(cost):
                 print(f"  {line}", flush=True)
 
+        if config.standard and stack is not None and stack.serves("market"):
+            from scoring.bench.ticks import format_tick_sweep, tick_sweep
+
+            print("sweep ticks (market scenario): ScoreBatchStream ...", flush=True)
+            ticks = await tick_sweep(gateway, run_tag, duration_s=config.duration_s, budget_ms=budget_ms)
+            result["sweeps"]["ticks"] = ticks
+            summary.append(format_tick_sweep(ticks))
+
         if config.standard and stack is not None and stack.tracing:
             print("tracing overhead: saturated ScoreBatchStream, tracing off and at the default sampling ...",
                   flush=True)

@@ -176,3 +176,15 @@ async def test_the_feature_service_folds_ticks_as_the_offline_computation_does(f
     keep = status != MF.STALE
     np.testing.assert_allclose(np.concatenate(got)[keep], expected[keep], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.concatenate(got_seq)[keep], expected_seq[keep], rtol=1e-6, atol=1e-6)
+
+
+async def test_the_live_cascade_gives_the_offline_answer_tick_for_tick(stack, artifacts) -> None:
+    """The live evaluation on a reduced size: the test part's first ticks through the gateway give the offline
+    cascade's class probabilities (within 1e-4) and signals, every one in full."""
+    from scoring.scenarios.market.evaluate_live import evaluate_live
+
+    result = await evaluate_live(artifacts, stack.gateway_address, max_ticks=2500, budget_ms=3000)
+    assert result["degraded_or_errors"] == 0, result["problems"]
+    assert result["max_probability_difference"] <= 1e-4
+    assert result["signals_differing"] == 0
+    assert all(abs(v) <= 1e-9 for v in result["live_minus_offline"].values())

@@ -143,6 +143,12 @@ def k8s_environment(container: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse(annotation: Any, value: str) -> Any:
+    import json
+    import typing
+
+    # pydantic-settings reads a complex field (a dict, a list) from the environment as JSON.
+    if (typing.get_origin(annotation) or annotation) in (dict, list, set, tuple):
+        value = json.loads(value)
     return TypeAdapter(annotation).validate_python(value)
 
 
