@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout: import the project's own packages
     sys.path.insert(0, str(ROOT))
 
-from scoring import features as F  # noqa: E402
+from scoring.scenarios.fraud import features as F  # noqa: E402
 from services.ensemble.repository import write_repository  # noqa: E402
 
 # Target folder under ARTIFACTS -> whether its ONNX models run on the GPU. deploy/compose and deploy/k8s name these.

@@ -20,7 +20,7 @@ def _simulation_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _simulation_config(args: argparse.Namespace):  # noqa: ANN202
-    from scoring.simulator import SimulationConfig
+    from scoring.scenarios.fraud.simulator import SimulationConfig
 
     return SimulationConfig(
         n_customers=args.customers, n_terminals=args.terminals, n_days=args.days, seed=args.seed
@@ -37,7 +37,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from scoring.label_delay import LabelDelay
     from scoring.replay import (
         LabelFeed,
         frame_transactions,
@@ -46,6 +45,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         replay_columns,
         replay_stream,
     )
+    from scoring.scenarios.fraud.label_delay import LabelDelay
 
     frame = load_replay_frame(args.artifacts, args.events, args.offset)
     transactions = frame_transactions(frame)
@@ -75,7 +75,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from scoring import simulator
+    from scoring.scenarios.fraud import simulator
 
     if args.scenario == "market":
         return _simulate_market(args)
@@ -109,9 +109,9 @@ def _simulate_market(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from scoring.dataset import DataError
-    from scoring.label_delay import LabelDelay
-    from scoring.pipeline import TrainConfig, artifacts_current, format_report, train
+    from scoring.scenarios.fraud.dataset import DataError
+    from scoring.scenarios.fraud.label_delay import LabelDelay
+    from scoring.scenarios.fraud.pipeline import TrainConfig, artifacts_current, format_report, train
 
     try:
         delays = tuple(LabelDelay.parse(d).spec for d in args.label_delay) if args.label_delay else None
@@ -188,8 +188,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Offline evaluation on the test period under each label delay; with --live, the same from a gateway's answers."""
     if args.scenario == "market":
         return cmd_evaluate_market(args)
-    from scoring.evaluate import PROTOCOLS, evaluate, format_evaluation
-    from scoring.label_delay import EVALUATED, LabelDelay
+    from scoring.scenarios.fraud.evaluate import PROTOCOLS, evaluate, format_evaluation
+    from scoring.scenarios.fraud.label_delay import EVALUATED, LabelDelay
 
     try:
         delays = tuple(LabelDelay.parse(d).spec for d in (args.label_delay or EVALUATED))
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--label-delay", action="append", default=None,
                        help="how labels arrive, for the point-in-time label features of training (repeatable: each "
                        "event is trained on once per model; default realistic): fixed:<duration>, "
-                       "uniform:<low>-<high> or realistic (scoring/label_delay.py)")
+                       "uniform:<low>-<high> or realistic (scoring/scenarios/fraud/label_delay.py)")
     train.add_argument("--if-missing", action="store_true", help="do nothing when the models are current")
     train.add_argument("--scenario", choices=("all", "fraud", "market"), default="all",
                        help="train one scenario's models (default: every scenario)")

@@ -90,7 +90,7 @@ class LabelFeed:
     backlog, can still be folded after its label: that label counts as unknown."""
 
     def __init__(self, frame: pd.DataFrame, label_delay: str, seed: int = 0, max_batch: int = 512) -> None:
-        from scoring import simulator
+        from scoring.scenarios.fraud import simulator
 
         arrival = simulator.frame_label_arrival_us(frame, label_delay, seed)
         order = np.argsort(arrival, kind="stable")
@@ -150,7 +150,7 @@ def transaction(row_id: int, time_us: int, customer: int, terminal: int, amount:
 
 
 def frame_transactions(frame: pd.DataFrame) -> list[types_pb2.Transaction]:
-    from scoring.features import frame_time_us
+    from scoring.scenarios.fraud.features import frame_time_us
 
     time_us = frame_time_us(frame)
     return [
@@ -403,7 +403,7 @@ def record(result: ReplayResult, response: types_pb2.ScoreResponse) -> None:
 
 
 def load_replay_frame(artifacts: Path, events: int, offset: int = 0) -> pd.DataFrame:
-    from scoring import simulator
+    from scoring.scenarios.fraud import simulator
 
     frame = simulator.read_parquet(artifacts / "data" / "transactions.parquet")
     return frame.iloc[offset : offset + events]

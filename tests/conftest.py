@@ -10,9 +10,9 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from scoring.pipeline import TrainConfig, artifacts_current, train
+from scoring.scenarios.fraud.pipeline import TrainConfig, artifacts_current, train
+from scoring.scenarios.fraud.simulator import SimulationConfig
 from scoring.scenarios.market import pipeline as market
-from scoring.simulator import SimulationConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small enough to train in seconds, large enough for every period of the time split and some frauds.

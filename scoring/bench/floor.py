@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from scoring import features as F
+from scoring.scenarios.fraud import features as F
 from scoring.v1 import features_pb2, features_pb2_grpc, filter_pb2, filter_pb2_grpc
 
 PASS_EVERY = 20

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import redis.asyncio as redis
 
-from scoring import simulator
+from scoring.scenarios.fraud import simulator
 from services.feature_service.store import EventBatch, FeatureStore
 
 SIMULATION = simulator.SimulationConfig(n_customers=2000, n_terminals=4000, n_days=12, seed=3)

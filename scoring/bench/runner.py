@@ -32,7 +32,7 @@ from scoring.bench.report import (
     write_outputs,
 )
 from scoring.bench.workload import EventSource, LabelCount, WarmUp, build_load, report_due_labels, warm_features
-from scoring.features import US_PER_DAY
+from scoring.scenarios.fraud.features import US_PER_DAY
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
 STANDARD_RATES = (100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000)

@@ -13,9 +13,9 @@ from typing import Any
 import grpc
 import numpy as np
 
-from scoring.features import SEQ_FEATURE_NAMES, SEQ_LEN, US_PER_DAY
-from scoring.label_delay import REALISTIC
 from scoring.replay import transaction
+from scoring.scenarios.fraud.features import SEQ_FEATURE_NAMES, SEQ_LEN, US_PER_DAY
+from scoring.scenarios.fraud.label_delay import REALISTIC
 from scoring.v1 import features_pb2, features_pb2_grpc, gateway_pb2, gateway_pb2_grpc, types_pb2
 
 MODES = ("unary", "stream", "batch")
@@ -51,8 +51,8 @@ class EventSource:
     """Columns of the simulated transactions; a cursor hands out later transactions for the bench."""
 
     def __init__(self, frame: Any, warm_days: float, label_delay: str = REALISTIC, seed: int = 0) -> None:
-        from scoring import simulator
-        from scoring.features import frame_time_us
+        from scoring.scenarios.fraud import simulator
+        from scoring.scenarios.fraud.features import frame_time_us
 
         self.time_us = frame_time_us(frame)
         self.customer = frame["CUSTOMER_ID"].to_numpy()
@@ -101,7 +101,7 @@ class EventSource:
         delay and seed)."""
         import json
 
-        from scoring import simulator
+        from scoring.scenarios.fraud import simulator
 
         report = json.loads((artifacts / "train_report.json").read_text())
         return cls(simulator.read_parquet(artifacts / "data" / "transactions.parquet"), warm_days,

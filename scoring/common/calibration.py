@@ -1,7 +1,7 @@
 """Score scales: every served score is a probability, whichever stage of the cascade gave it.
 
 Each stage's raw model output is mapped by a logistic regression fitted on validation data (training code,
-`scoring.pipeline`): the filter's by Platt scaling on its logit, the ensemble's two models by a stacker on both
+`scenarios.fraud.pipeline`): the filter's by Platt scaling on its logit, the ensemble's two models by a stacker on both
 logits. These are the serving-side maps, numpy only; Triton's models carry their own copy of `stack`
 (`services/ensemble/triton_models/`), as a model file there must be self-contained.
 """

@@ -1,4 +1,4 @@
-"""Online counting: the raw aggregates of `scoring.features` from the per-entity state that the fold returns.
+"""Online counting: the raw aggregates of `scenarios.fraud.features` from the per-entity state that the fold returns.
 
 The fold (terminal.lua, customer.lua) keeps Redis's work per event small and fixed; the window arithmetic is done
 here, over arrays, for the whole batch. What is counted must equal `features.compute_raw_offline` for events
@@ -11,7 +11,7 @@ from typing import Final
 
 import numpy as np
 
-from scoring import features as F
+from scoring.scenarios.fraud import features as F
 
 # Buckets per terminal (terminal.lua): more than the longest window, plus the current bucket.
 RING_SLOTS: Final = 160

@@ -13,9 +13,9 @@ import numpy as np
 from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 
-from scoring import features as F
 from scoring.common import telemetry
 from scoring.common.metrics import LATENCY_BUCKETS_S
+from scoring.scenarios.fraud import features as F
 from scoring.v1 import features_pb2, features_pb2_grpc
 from services.feature_service.store import EventBatch, FeatureStore, StoreUnavailable
 

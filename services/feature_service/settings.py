@@ -30,5 +30,5 @@ class FeatureSettings(ServiceSettings):
     labels_timeout_s: float = 10.0
     redis_max_connections: int = 32
     # How long per-entity state and label routing survive without traffic (wall clock): longer than the realistic
-    # label tail (60 days, scoring/label_delay.py), so a late label still finds its transaction.
+    # label tail (60 days, scoring/scenarios/fraud/label_delay.py), so a late label still finds its transaction.
     state_ttl_s: int = 65 * 86_400

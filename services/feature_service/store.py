@@ -24,7 +24,7 @@ import redis.asyncio as redis
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from scoring import features as F
+from scoring.scenarios.fraud import features as F
 from services.feature_service import aggregates
 from services.feature_service.redis_state import (
     Call,

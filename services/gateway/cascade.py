@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from scoring import features as F
+from scoring.scenarios.fraud import features as F
 from services.feature_service.store import EventBatch
 from services.gateway import metrics as M
 from services.gateway.backlog import FoldBacklog

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from scoring import features as F
+from scoring.scenarios.fraud import features as F
 from services.filter_model.model import FilterMeta, probability_of_positive
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from tritonclient.utils import InferenceServerException
 
-from scoring import features as F
+from scoring.scenarios.fraud import features as F
 from scoring.v1 import features_pb2, features_pb2_grpc, filter_pb2, filter_pb2_grpc
 from services.feature_service.store import EventBatch
 

@@ -10,8 +10,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2
 
-from scoring import simulator
 from scoring.replay import column_responses, columns
+from scoring.scenarios.fraud import simulator
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
 pytestmark = pytest.mark.integration

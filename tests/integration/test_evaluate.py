@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scoring.evaluate import METRICS, evaluate, format_evaluation
+from scoring.scenarios.fraud.evaluate import METRICS, evaluate, format_evaluation
 
 pytestmark = pytest.mark.integration
 

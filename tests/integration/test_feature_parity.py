@@ -10,8 +10,8 @@ import grpc
 import numpy as np
 import pytest
 
-from scoring import features as F
-from scoring import simulator
+from scoring.scenarios.fraud import features as F
+from scoring.scenarios.fraud import simulator
 from scoring.v1 import features_pb2, features_pb2_grpc, types_pb2
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scoring import features as F
-from scoring import simulator
 from scoring.replay import LabelFeed, frame_transactions, load_replay_frame, replay_batches, replay_stream
+from scoring.scenarios.fraud import features as F
+from scoring.scenarios.fraud import simulator
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scoring.simulator import SimulationConfig, simulate
+from scoring.scenarios.fraud.simulator import SimulationConfig, simulate
 
 pytestmark = pytest.mark.integration
 HANDBOOK = ["TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD"]

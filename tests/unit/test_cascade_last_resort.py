@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scoring import features as F
+from scoring.scenarios.fraud import features as F
 from services.feature_service.store import EventBatch
 from services.gateway.cascade import STAGE_ENSEMBLE, STAGE_FILTER, Cascade, StageShares
 from services.gateway.last_resort import LastResort

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoring.dataset import DataError, read_transactions
-from scoring.simulator import COLUMNS, SimulationConfig, simulate, write_parquet
+from scoring.scenarios.fraud.dataset import DataError, read_transactions
+from scoring.scenarios.fraud.simulator import COLUMNS, SimulationConfig, simulate, write_parquet
 
 pytestmark = pytest.mark.unit
 

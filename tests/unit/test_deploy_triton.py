@@ -25,7 +25,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from scoring import features as F
+from scoring.scenarios.fraud import features as F
 from services.ensemble.repository import ENSEMBLE_MODEL
 
 pytestmark = pytest.mark.unit

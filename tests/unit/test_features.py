@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scoring import features as F
+from scoring.scenarios.fraud import features as F
 
 pytestmark = pytest.mark.unit
 DAY = F.US_PER_DAY

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scoring.label_delay import EVALUATED, REALISTIC_PARTS, US_PER_DAY, LabelDelay, parse_duration_us
+from scoring.scenarios.fraud.label_delay import EVALUATED, REALISTIC_PARTS, US_PER_DAY, LabelDelay, parse_duration_us
 
 pytestmark = pytest.mark.unit
 IDS = np.arange(200_000, dtype=np.int64)
@@ -46,7 +46,7 @@ def test_the_evaluated_delays_parse() -> None:
 
 
 def test_a_delay_in_days_may_be_a_numpy_number() -> None:
-    from scoring.simulator import label_arrival_us
+    from scoring.scenarios.fraud.simulator import label_arrival_us
 
     t = np.array([0, 10], dtype=np.int64)
     np.testing.assert_array_equal(label_arrival_us(t, t, np.float64(0.5)), t + US_PER_DAY // 2)

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoring import simulator
-from scoring.simulator import (
+from scoring.scenarios.fraud import simulator
+from scoring.scenarios.fraud.simulator import (
     COLUMNS,
     KIND_LABEL,
     KIND_TRANSACTION,

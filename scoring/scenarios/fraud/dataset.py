@@ -3,8 +3,8 @@
 The file is Parquet (``.parquet``, ``.pq``) or CSV (``.csv``, ``.csv.gz``) with the column names of the Fraud
 Detection Handbook (Le Borgne et al.): ``TRANSACTION_ID``, ``TX_DATETIME``, ``CUSTOMER_ID``, ``TERMINAL_ID``,
 ``TX_AMOUNT``, ``TX_FRAUD`` and optionally ``TX_FRAUD_SCENARIO`` (0 when absent); other columns are ignored, so the
-simulator's own files (:mod:`scoring.simulator`) are a special case. :func:`read_transactions` returns exactly the
-simulator's schema (:data:`scoring.simulator.COLUMNS`), rows sorted by time then id: ``TX_DATETIME`` is parsed as UTC
+simulator's own files (:mod:`fraud.simulator`) are a special case. :func:`read_transactions` returns exactly the
+simulator's schema (:data:`fraud.simulator.COLUMNS`), rows sorted by time then id: ``TX_DATETIME`` is parsed as UTC
 (aware values converted, naive values taken as UTC, the result naive), and ``TX_TIME_SECONDS`` / ``TX_TIME_DAYS`` are
 always re-derived from it, as the handbook's generator defines them (whole seconds, and days, since midnight of the
 first transaction's day), so a file's own copies can never disagree with it. Bad data is refused, never repaired: the
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scoring.simulator import COLUMNS, SECONDS_PER_DAY
+from scoring.scenarios.fraud.simulator import COLUMNS, SECONDS_PER_DAY
 
 REQUIRED = ("TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD")
 ID_COLUMNS = ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID")

@@ -13,7 +13,7 @@ Definitions (after the baseline of Le Borgne et al., *Reproducible ML for Credit
   H - 4w .. H - 1, w in 8/14/37 d (the handbook's 1/7/30-day windows reaching back over its 7-day label delay). Per
   window: the number of transactions, the number whose label has arrived by the event's time, and the fraud risk
   over those (frauds among the labelled / labelled, 0 when none). Labels arrive late and not on a fixed day
-  (`scoring.label_delay`), so every label-based figure is point-in-time: offline it counts exactly the labels that
+  (`fraud.label_delay`), so every label-based figure is point-in-time: offline it counts exactly the labels that
   had arrived at the event's time, online the labels the feature service has received. The labelled count tells
   the models how much of a window's risk is known yet. Buckets keep a terminal's state at a fixed size whatever
   its traffic (issue 14);
@@ -33,7 +33,7 @@ import numpy as np
 US_PER_DAY: Final = 86_400_000_000
 WINDOWS_DAYS: Final = (1, 7, 30)
 TERMINAL_WINDOWS_DAYS: Final = (8, 14, 37)
-# The handbook's label delay: the gaps between training, validation and test periods (scoring.pipeline.Split).
+# The handbook's label delay: the gaps between training, validation and test periods (fraud.pipeline.Split).
 LABEL_DELAY_DAYS: Final = 7
 SEQ_LEN: Final = 8
 # Which terminal window's risk each sequence step carries (14 days).
@@ -294,7 +294,7 @@ def _terminal_raw_offline(
 def compute_offline(frame: object, label_arrival_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Features and sequences for a simulator frame (columns TX_DATETIME, CUSTOMER_ID, TERMINAL_ID, TX_AMOUNT,
     TX_FRAUD), in the frame's row order, which must be the processing order (time, then transaction id), with each
-    row's label arriving at `label_arrival_us` (`scoring.simulator.label_arrival_us`)."""
+    row's label arriving at `label_arrival_us` (`scoring.scenarios.fraud.simulator.label_arrival_us`)."""
     import pandas as pd
 
     assert isinstance(frame, pd.DataFrame)

@@ -20,9 +20,9 @@ import grpc
 import numpy as np
 import pandas as pd
 
-from scoring import features as F
-from scoring import simulator
 from scoring.replay import budget_metadata, transaction
+from scoring.scenarios.fraud import features as F
+from scoring.scenarios.fraud import simulator
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 
 HOUR_US = 3_600_000_000

@@ -30,7 +30,7 @@ frauds (0.83%; scenarios 1/2/3: 1,069 / 8,841 / 4,891), :func:`simulate` in 0.7-
 
 The module also turns a frame into the time-ordered event stream the replay and benchmark tools feed
 to the gateway: every transaction, and its label when it arrives, a fixed delay later or as a label-arrival
-model draws it (`scoring.label_delay`; :func:`stream`, :func:`stream_arrays`).
+model draws it (`scoring.scenarios.fraud.label_delay`; :func:`stream`, :func:`stream_arrays`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
-from scoring.label_delay import LabelDelay
+from scoring.scenarios.fraud.label_delay import LabelDelay
 
 SECONDS_PER_DAY = 86_400
 US_PER_DAY = SECONDS_PER_DAY * 1_000_000
@@ -551,7 +551,7 @@ def stream(
     df: pd.DataFrame, label_delay: LabelDelaySpec = 7.0, *, seed: int = 0, chunk_size: int = 65_536
 ) -> Iterator[StreamEvent]:
     """Every transaction of ``df`` in time order, interleaved with its label when it arrives: ``label_delay`` days
-    later, or as a label-arrival model (`scoring.label_delay`) draws it.
+    later, or as a label-arrival model (`scoring.scenarios.fraud.label_delay`) draws it.
 
     Labels come before transactions at the same microsecond. Events are built a chunk at a time, so
     memory stays at a few numpy columns however long the frame.

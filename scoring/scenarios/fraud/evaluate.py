@@ -1,7 +1,7 @@
 """`scoring evaluate`: the test period's figures under several label-arrival models and two test protocols,
 offline from the exported models and live through the gateway.
 
-Label delays (`scoring.label_delay`): the models are trained once, under one arrival model; each evaluated one
+Label delays (`fraud.label_delay`): the models are trained once, under one arrival model; each evaluated one
 (by default fixed:7d, fixed:8d and realistic) decides which labels every test event's features could see, so
 the table shows how the scores hold up when labels come later or less regularly than training assumed.
 
@@ -11,7 +11,7 @@ does (Le Borgne et al., ch. 5): a bank has blocked those cards, so catching them
 
 Offline: the test period's features computed from the Parquet file, scored by the exported ONNX files (the
 files Triton and the filter serve, not the in-memory models of training) with the report's calibration and
-stacker, and the cascade rebuilt from them. Live (`scoring.evaluate_live`): the same period replayed through a
+stacker, and the cascade rebuilt from them. Live (`fraud.evaluate_live`): the same period replayed through a
 running gateway, labels reported as they are delivered; the figures come from the scores the gateway returned,
 so what users get is checked against what the report claims.
 """
@@ -27,12 +27,12 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
-from scoring import features as F
-from scoring import simulator
 from scoring.common.calibration import stack
-from scoring.evaluate_live import delivered_arrival_us, live_scores
-from scoring.label_delay import EVALUATED
 from scoring.metrics import score_table
+from scoring.scenarios.fraud import features as F
+from scoring.scenarios.fraud import simulator
+from scoring.scenarios.fraud.evaluate_live import delivered_arrival_us, live_scores
+from scoring.scenarios.fraud.label_delay import EVALUATED
 from services.filter_model.model import FilterModel, probability_of_positive
 
 # Le Borgne et al., Reproducible Machine Learning for Credit Card Fraud Detection, chapter 7 summary, test set:

@@ -1,0 +1,1 @@
+"""The card-fraud scenario: transactions, their simulator, features, labels, training and evaluation."""
