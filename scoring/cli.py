@@ -415,8 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="benchmark the stack: open-loop load, latency, throughput, ceilings")
     bench.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     bench.add_argument("--mode", default=None,
-                       help="unary, stream or batch: only that mode (default: the standard set, which runs a single-"
-                            "event step, then batch and stream sweeps)")
+                       help="unary, stream or batch: only that mode; ticks: only the market scenario's tick sweep "
+                            "(default: the standard set, which runs a single-event step, then batch and stream "
+                            "sweeps, then the tick sweep when the market models are trained)")
     bench.add_argument("--rate", type=float, default=None, help="one fixed rate, events per second")
     bench.add_argument("--sweep", default=None, metavar="R1,R2,...", help="the rates to sweep, events per second")
     bench.add_argument("--duration", type=float, default=10.0, help="seconds per step")

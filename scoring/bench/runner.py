@@ -267,6 +267,8 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
                 raise SystemExit("the standard set restarts the filter of its own stack: with --gateway, give --mode")
             await restart_filter(stack, threshold["threshold"] if threshold else None)
             plan = [("batch", list(config.rates or STANDARD_RATES)), ("stream", list(config.rates or STANDARD_RATES))]
+        elif config.mode == "ticks":
+            plan = []
         else:
             plan = [(config.mode or "batch", list(config.rates or STANDARD_RATES))]
         first = 1
@@ -311,11 +313,12 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
             for line in format_saturated_replay(cost):
                 print(f"  {line}", flush=True)
 
-        if config.standard and stack is not None and stack.serves("market"):
-            from scoring.bench.ticks import format_tick_sweep, tick_sweep
+        if (config.standard and stack is not None and stack.serves("market")) or config.mode == "ticks":
+            from scoring.bench.ticks import STANDARD_TICK_RATES, format_tick_sweep, tick_sweep
 
             print("sweep ticks (market scenario): ScoreBatchStream ...", flush=True)
-            ticks = await tick_sweep(gateway, run_tag, duration_s=config.duration_s, budget_ms=budget_ms)
+            ticks = await tick_sweep(gateway, run_tag, duration_s=config.duration_s, budget_ms=budget_ms,
+                                     rates=tuple(config.rates or STANDARD_TICK_RATES))
             result["sweeps"]["ticks"] = ticks
             summary.append(format_tick_sweep(ticks))
 
