@@ -141,12 +141,12 @@ class ClassCascade(Cascade):
             versions = [sv.last_resort_version] * n
             passed = np.zeros(n, dtype=bool)
             passed[np.argsort(-pass_score, kind="stable")[: self.unfiltered_max]] = True
-            reasons = [_join(_join(r, filter_reason), LAST_RESORT) for r in reasons]
         refused_rows = np.asarray([bool(e) for e in errors])
         passed &= ~refused_rows
         if self_contained:
             passed[:] = False
 
+        ensemble_reason = ""
         if passed.any():
             idx = np.flatnonzero(passed)
             try:
@@ -162,10 +162,20 @@ class ClassCascade(Cascade):
                 for i in idx:
                     versions[i] = result.model_version
             except StageError as exc:
-                for i in idx:
-                    reasons[i] = _join(reasons[i], exc.reason)
-        if filtered is not None and filter_reason:
-            reasons = [_join(r, filter_reason) for r in reasons]
+                ensemble_reason = exc.reason
+                if filtered is not None:
+                    for i in idx:
+                        reasons[i] = _join(reasons[i], exc.reason)
+        if filtered is None:
+            # The last resort answered: the whole chain, as fraud's cascade names it ("features_timeout+
+            # filter_timeout+last_resort"); an event the ensemble then scored names what it lacked.
+            for i in range(n):
+                if stage[i] == STAGE_ENSEMBLE:
+                    reasons[i] = _join(reasons[i], filter_reason)
+                    continue
+                chain = [r for r in (reasons[i], filter_reason, ensemble_reason if passed[i] else "") if r]
+                reasons[i] = "+".join([*chain, LAST_RESORT])
+                versions[i] = sv.last_resort_version
         score = probs[np.arange(n), signal.astype(np.int64)]
         for i in np.flatnonzero(refused_rows):
             stage[i] = STAGE_NONE
