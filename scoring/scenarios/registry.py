@@ -3,8 +3,8 @@
 A scenario is a package under `scoring/scenarios/` holding what is specific to it (event validation, simulator,
 features, labels, models, evaluation). The services ask this registry for what they need of a scenario (the
 feature service its online fold, the filter its model folder, the gateway its validation and its Triton model) and
-name no scenario themselves. Card fraud's code still lives at the top of `scoring/` (its move into
-`scoring/scenarios/fraud/` is the next step of issue 16); its entry points there.
+name no scenario themselves. Card fraud's online fold (the Lua scripts and the gateway's fraud cascade) still lives
+in the services; moving it behind this registry is the next step.
 """
 
 from __future__ import annotations

@@ -93,6 +93,8 @@ def trading(frame_rows: Any, signal: np.ndarray, k: int) -> dict[str, dict[str, 
             "trades": n,
             "hit_rate": float((direction[trade] * move[trade] > 0).mean()) if n else 0.0,
             "profit_ticks": float(pnl[trade].sum() / MF.TICK_SIZE),
+            # Before paying the spread: the signal's own edge.
+            "gross_ticks": float((direction[trade] * move[trade]).sum() / MF.TICK_SIZE),
             "profit_per_trade_ticks": float(pnl[trade].mean() / MF.TICK_SIZE) if n else 0.0,
         }
     return out
@@ -204,7 +206,8 @@ def format_evaluation(evaluation: dict[str, Any]) -> str:
                      f"{m['precision_down']:>7.3f}{m['recall_down']:>7.3f}{t['trades']:>8}{t['hit_rate']:>7.3f}"
                      f"{t['profit_ticks']:>20.1f}")
     lines.append("cascade by regime: " + "; ".join(
-        f"{r}: {v['trades']} trades, hit {v['hit_rate']:.3f}, profit {v['profit_ticks']:.1f} ticks"
+        f"{r}: {v['trades']} trades, hit {v['hit_rate']:.3f}, profit {v['profit_ticks']:.1f} ticks "
+        f"(gross {v['gross_ticks']:.1f})"
         for r, v in evaluation["models"]["cascade"]["trading"].items() if r != "all"))
     u = evaluation["unseen_regime"]
     lines.append(f"unseen regime ({u['regime']}, {u['test_ticks']:,} ticks): xgboost macro-F1 "

@@ -9,6 +9,7 @@ the exported graphs (`evaluate.Served`) and the stacker: what differs is the ser
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -33,9 +34,15 @@ async def _live(address: str, requests: list[gateway_pb2.ScoreRequest], batch: i
     signal = np.zeros(len(requests), np.int8)
     problems: list[str] = []
 
+    # One batch in flight at a time, as a feed replayed message by message: this measures what the models answer,
+    # and a pipelined flood at a long budget would teach the gateway's admission limit a load it then keeps.
+    answered = asyncio.Event()
+
     async def messages():  # type: ignore[no-untyped-def]
         for lo in range(0, len(requests), batch):
+            answered.clear()
             yield gateway_pb2.ScoreBatchRequest(events=requests[lo : lo + batch])
+            await answered.wait()
 
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
@@ -47,6 +54,7 @@ async def _live(address: str, requests: list[gateway_pb2.ScoreRequest], batch: i
                 probs[i] = (response.p_down, response.p_flat, response.p_up)
                 signal[i] = response.signal - 1  # scoring.v1.Signal -> class index
                 i += 1
+            answered.set()
     return probs, signal, problems
 
 
