@@ -285,8 +285,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from scoring.bench.runner import BenchConfig, command_line, main, parse_rates
     from scoring.bench.workload import MODES
 
-    if args.mode is not None and args.mode not in MODES:
-        raise SystemExit(f"--mode must be one of {', '.join(MODES)}")
+    if args.mode is not None and args.mode not in (*MODES, "ticks"):
+        raise SystemExit(f"--mode must be one of {', '.join(MODES)}, ticks")
     rates = [args.rate] if args.rate is not None else (parse_rates(args.sweep) if args.sweep else None)
     config = BenchConfig(
         artifacts=args.artifacts, mode=args.mode, rates=rates, duration_s=args.duration, tick_s=args.tick_ms / 1e3,

@@ -217,7 +217,7 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
         if stack is not None:
             cpu = CpuMeter(lambda: {name: child.pid for name, child in stack.children.items() if child.pid})
         warm = WarmUp()
-        if features:
+        if features and config.mode != "ticks":  # the tick sweep starts its symbols from empty rings
             print(f"warming Redis: the first {config.warm_days:g} days through the feature service ...", flush=True)
             warm = await warm_features(features, source, f"{run_tag}w")
             print(f"  {warm.events:,} events + {warm.labels_accepted:,} labels in {warm.seconds:.1f} s "
