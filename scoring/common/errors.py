@@ -10,3 +10,16 @@ class FieldError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.description = message
+
+
+MAX_ID_LENGTH = 256
+
+
+def check_id(value: str, field: str) -> None:
+    """An id or name as the edge accepts it: not empty, at most MAX_ID_LENGTH characters, printable."""
+    if not value:
+        raise FieldError(field, "must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise FieldError(field, f"longer than {MAX_ID_LENGTH} characters")
+    if not value.isprintable():
+        raise FieldError(field, "must be printable text")

@@ -65,15 +65,20 @@ async def main() -> None:
         increase=settings.admission_increase,
         decrease=settings.admission_decrease,
     )
-    batcher = MicroBatcher(
-        cascade,
-        max_batch=settings.max_batch_events,
-        batch_wait_us=settings.batch_wait_us,
-        max_inflight_batches=settings.max_inflight_batches,
-        max_queued=settings.max_queued_events,
-        features_inflight_batches=settings.features_inflight_batches,
-        admission=admission,
-    )
+
+    def micro_batcher(of: Cascade, concat: Any = None) -> MicroBatcher:
+        return MicroBatcher(
+            of,
+            max_batch=settings.max_batch_events,
+            batch_wait_us=settings.batch_wait_us,
+            max_inflight_batches=settings.max_inflight_batches,
+            max_queued=settings.max_queued_events,
+            features_inflight_batches=settings.features_inflight_batches,
+            admission=admission,
+            concat=concat,
+        )
+
+    batcher = micro_batcher(cascade)
 
     # The other scenarios: a cascade, a micro-batcher and a recent-answer cache each, behind the same admission.
     others: list[tuple[ClassCascade, MicroBatcher, EnsembleClient]] = []
@@ -90,16 +95,7 @@ async def main() -> None:
             breaker_min_streak_s=settings.breaker_min_streak_ms / 1e3,
             unfiltered_max=settings.unfiltered_ensemble_max,
         )
-        other_batcher = MicroBatcher(
-            other_cascade,
-            max_batch=settings.max_batch_events,
-            batch_wait_us=settings.batch_wait_us,
-            max_inflight_batches=settings.max_inflight_batches,
-            max_queued=settings.max_queued_events,
-            features_inflight_batches=settings.features_inflight_batches,
-            admission=admission,
-            concat=sv.concat_items,
-        )
+        other_batcher = micro_batcher(other_cascade, sv.concat_items)
         other_submitter: Submitter = other_batcher
         if settings.dedup_window_s > 0:
             other_submitter = RecentAnswers(other_batcher, window_s=settings.dedup_window_s,

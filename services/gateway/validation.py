@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scoring.common.errors import FieldError
+from scoring.common.errors import MAX_ID_LENGTH, FieldError, check_id
 from scoring.v1 import gateway_pb2, types_pb2
 
-__all__ = ["FieldError", "Event", "Limits", "validate", "validate_columns"]
+__all__ = ["MAX_ID_LENGTH", "FieldError", "Event", "Limits", "validate", "validate_columns"]
 
-MAX_ID_LENGTH = 256
 MAX_FUTURE_S = 86_400
 
 
@@ -46,13 +45,7 @@ class Event:
     amount: float
 
 
-def _check_id(value: str, field: str) -> None:
-    if not value:
-        raise FieldError(field, "must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise FieldError(field, f"longer than {MAX_ID_LENGTH} characters")
-    if not value.isprintable():
-        raise FieldError(field, "must be printable text")
+_check_id = check_id
 
 
 def validate(

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from scoring.common.errors import FieldError
+from scoring.common.errors import FieldError, check_id
 from scoring.scenarios.market import features as MF
 from scoring.scenarios.market.labels import CLASS_NAMES, FLAT
 from scoring.scenarios.market.models import Linear
 from scoring.scenarios.market.online import TickBatch
 
-MAX_ID_LENGTH = 256
 MAX_SEQUENCE = 2**53
 MAX_VALUE = 1e12  # prices and sizes: past this the float arithmetic of the features loses meaning
 MAX_FUTURE_S = 86_400
@@ -41,13 +40,7 @@ class Tick:
         return int(self.raw[MF.RAW["sequence"]])
 
 
-def _check_id(value: str, field: str) -> None:
-    if not value:
-        raise FieldError(field, "must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise FieldError(field, f"longer than {MAX_ID_LENGTH} characters")
-    if not value.isprintable():
-        raise FieldError(field, "must be printable text")
+_check_id = check_id
 
 
 def validate_tick(tick: object, prefix: str = "tick", now_s: float | None = None, min_event_time_s: int = 0) -> Tick:

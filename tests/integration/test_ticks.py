@@ -1,4 +1,4 @@
-"""The market scenario on the real stack: ticks scored beside transactions, feed hygiene over gRPC, and the
+"""The market scenario (ticks) on the real stack: ticks scored beside transactions, feed hygiene over gRPC, and the
 parity of the feature service's per-symbol fold with the offline computation."""
 
 from __future__ import annotations
