@@ -4,10 +4,14 @@ recorded and the gateway's memory stays bounded.
 
 The budget here is 30 ms, not the default 10: on this 2-core machine one event through every stage already takes
 p99 ~10-13 ms at 100 events/s (docs/benchmarks.md), so at 10 ms the share of full answers measures the machine's
-floor, not admission (at 20 ms, ScoreBatchStream gave 93-97% full across runs of the whole suite, where the
-gateway also builds 500 responses per message on its one event loop). `make bench` runs the same replay at the
-default budget and prints its figures. The share of full answers is printed, not only asserted at this test's
-floor of 95% (the benchmark's target is 99%).
+floor, not admission. `make bench` runs the same replay at the default budget and prints its figures against the
+target of 99% full.
+
+The share of full answers is printed, and asserted only at a floor that proves admission works, not at the
+machine's speed: the stack and this client together need ~1.6-1.8 of the 2 cores at ~1,000 events/s, so the share
+is a figure of how busy the machine is. Measured on this stack with admission: 94-99% full locally, 85.5% and 91.8%
+in the two fresh-clone CI runs that fell below the earlier floor of 95%; with admission off (limits pinned at 4,096
+events) 35% full. The floor of 75% sits between the two, well clear of each.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 EVENTS = 50_000
 BUDGET_MS = 30
-MIN_FULL_SHARE = 0.95
+MIN_FULL_SHARE = 0.75  # proves admission (off: 35%); the speed target (99%) is make bench's
 
 
 @pytest_asyncio.fixture(scope="module")
