@@ -21,7 +21,7 @@ import numpy as np
 import redis.asyncio as redis
 
 from scoring.scenarios.fraud import simulator
-from services.feature_service.store import EventBatch, FeatureStore
+from scoring.scenarios.fraud.online import EventBatch, FeatureStore
 
 SIMULATION = simulator.SimulationConfig(n_customers=2000, n_terminals=4000, n_days=12, seed=3)
 
@@ -59,7 +59,7 @@ async def fold_cost(url: str, batch_sizes: tuple[int, ...] = (500, 1), **store_o
     customers = [f"{tag}C{c}" for c in frame["CUSTOMER_ID"].to_numpy()]
     terminals = [f"{tag}T{t}" for t in frame["TERMINAL_ID"].to_numpy()]
     amount = frame["TX_AMOUNT"].to_numpy(dtype=np.float64)
-    store = FeatureStore(url, timeout_s=10, max_connections=32, state_ttl_s=3600, **store_options)
+    store = FeatureStore.from_url(url, timeout_s=10, max_connections=32, state_ttl_s=3600, **store_options)
     await store.warm_up()
 
     async def fold(lo: int, hi: int, size: int) -> None:

@@ -3,15 +3,20 @@
 A scenario is a package under `scoring/scenarios/` holding what is specific to it (event validation, simulator,
 features, labels, models, evaluation). The services ask this registry for what they need of a scenario (the
 feature service its online fold, the filter its model folder, the gateway its validation and its Triton model) and
-name no scenario themselves. Card fraud's online fold (the Lua scripts and the gateway's fraud cascade) still lives
-in the services; moving it behind this registry is the next step.
+name no scenario themselves. The gateway's cascade of card fraud (binary, with its columnar API) still lives in
+`services/gateway`; the market scenario's multi-class cascade is scenario-agnostic (`class_cascade`).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from scoring.common.online import Fold
+    from scoring.common.redis_state import RedisClients
 
 
 @dataclass(frozen=True)
@@ -25,10 +30,14 @@ class Scenario:
     filter_dir: str
     # The entity whose state the events fold into (canary and dedup keys use it).
     entity_field: str
+    # "module:Class" of its online fold (`scoring.common.online.Fold`), built from the feature service's clients.
+    online: str
 
 
-FRAUD: Final = Scenario("fraud", "transaction", "transaction_id", "fraud_ensemble", "models/filter", "customer_id")
-MARKET: Final = Scenario("market", "tick", "tick_id", "market_ensemble", "models/market/filter", "symbol")
+FRAUD: Final = Scenario("fraud", "transaction", "transaction_id", "fraud_ensemble", "models/filter", "customer_id",
+                        "scoring.scenarios.fraud.online:FraudFold")
+MARKET: Final = Scenario("market", "tick", "tick_id", "market_ensemble", "models/market/filter", "symbol",
+                         "scoring.scenarios.market.online:MarketFold")
 SCENARIOS: Final = {s.name: s for s in (FRAUD, MARKET)}
 BY_EVENT_FIELD: Final = {s.event_field: s for s in SCENARIOS.values()}
 DEFAULT: Final = FRAUD
@@ -44,6 +53,16 @@ def get(name: str) -> Scenario:
 def available(artifacts: Path) -> list[Scenario]:
     """The scenarios whose models are trained in `artifacts`."""
     return [s for s in SCENARIOS.values() if (artifacts / s.filter_dir / "filter.json").is_file()]
+
+
+def _load(path: str) -> Any:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def online_folds(clients: RedisClients) -> list[Fold]:
+    """Every scenario's online fold, sharing the feature service's Redis clients."""
+    return [_load(s.online)(clients) for s in SCENARIOS.values()]
 
 
 def filter_model(name: str, model_dir: Path) -> object:

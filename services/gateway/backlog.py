@@ -24,7 +24,7 @@ from collections import deque
 
 import numpy as np
 
-from services.feature_service.store import EventBatch
+from scoring.scenarios.fraud.events import EventBatch
 from services.gateway.breaker import CLOSED, HALF_OPEN, CircuitBreaker
 from services.gateway.stages import FeatureClient, StageError
 

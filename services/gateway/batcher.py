@@ -26,7 +26,7 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from services.feature_service.store import EventBatch
+from scoring.scenarios.fraud.events import EventBatch
 from services.gateway import metrics as M
 from services.gateway import tracing
 from services.gateway.admission import AdmissionLimit

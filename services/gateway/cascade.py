@@ -18,7 +18,7 @@ from typing import TypeVar
 import numpy as np
 
 from scoring.scenarios.fraud import features as F
-from services.feature_service.store import EventBatch
+from scoring.scenarios.fraud.events import EventBatch
 from services.gateway import metrics as M
 from services.gateway.backlog import FoldBacklog
 from services.gateway.breaker import CircuitBreaker

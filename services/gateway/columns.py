@@ -16,8 +16,8 @@ import numpy as np
 from google.rpc import code_pb2
 from opentelemetry.trace import Link, Span
 
+from scoring.scenarios.fraud.events import EventBatch
 from scoring.v1 import gateway_pb2, types_pb2
-from services.feature_service.store import EventBatch
 from services.gateway import metrics as M
 from services.gateway import tracing
 from services.gateway.admission import AdmissionLimit

@@ -30,7 +30,7 @@ import numpy as np
 from opentelemetry.trace import Span
 from prometheus_client import Counter, Gauge
 
-from services.feature_service.store import EventBatch
+from scoring.scenarios.fraud.events import EventBatch
 from services.gateway.batcher import MicroBatcher, Outcome, outcome_at
 from services.gateway.cascade import BatchOutcome
 from services.gateway.validation import Event, FieldError

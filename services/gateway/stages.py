@@ -18,8 +18,8 @@ from opentelemetry.trace import SpanKind
 from tritonclient.utils import InferenceServerException
 
 from scoring.scenarios.fraud import features as F
+from scoring.scenarios.fraud.events import EventBatch
 from scoring.v1 import features_pb2, features_pb2_grpc, filter_pb2, filter_pb2_grpc
-from services.feature_service.store import EventBatch
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),

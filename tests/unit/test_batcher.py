@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from services.feature_service.store import EventBatch
+from scoring.scenarios.fraud.events import EventBatch
 from services.gateway.batcher import MicroBatcher
 from services.gateway.cascade import BatchOutcome
 from services.gateway.validation import Event

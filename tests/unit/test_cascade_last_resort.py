@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scoring.scenarios.fraud import features as F
-from services.feature_service.store import EventBatch
+from scoring.scenarios.fraud.events import EventBatch
 from services.gateway.cascade import STAGE_ENSEMBLE, STAGE_FILTER, Cascade, StageShares
 from services.gateway.last_resort import LastResort
 from services.gateway.stages import EnsembleResult, FilterResult, StageError

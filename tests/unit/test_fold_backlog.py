@@ -7,7 +7,7 @@ import asyncio
 
 import numpy as np
 
-from services.feature_service.store import EventBatch
+from scoring.scenarios.fraud.events import EventBatch
 from services.gateway.backlog import FoldBacklog
 from services.gateway.breaker import CircuitBreaker
 

@@ -2,7 +2,7 @@
 
 Offline, `compute_offline` runs over a whole frame of transactions (training, evaluation). Online, the feature
 service folds each micro-batch into compact per-entity state in Redis and counts the *raw aggregates* of every
-event from it (window counts and sums, the customer's recent events; `services/feature_service/aggregates.py`);
+event from it (window counts and sums, the customer's recent events; `scoring/scenarios/fraud/aggregates.py`);
 `derive_features` and `derive_sequences` below turn raw aggregates into model inputs on both sides, so the only
 code that differs between training and serving is how the aggregates are counted, and the parity test compares
 exactly that.

@@ -1,6 +1,6 @@
 """The market scenario's online fold: per-symbol rings of raw ticks in Redis, features from `features`.
 
-Keys: `m2{m<shard>}:<symbol>` (the feature service's hash-tag shards, `redis_state.split`).
+Keys: `m2{m<shard>}:<symbol>` (the hash-tag shards every scenario's state uses, `scoring.common.redis_state`).
 
 Per symbol, one Redis string holds the last `features.WINDOW` folded ticks (raw fields as little-endian doubles,
 `features.RAW_FIELDS` order), since its last sequence gap. A batch folds in one script call per hash-tag shard
@@ -19,8 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from redis.exceptions import RedisError
 
+from scoring.common.online import Folded, InvalidBatch
+from scoring.common.redis_state import RedisClients, StoreUnavailable, split
 from scoring.scenarios.market import features as MF
+from scoring.v1 import features_pb2
 
 SCRIPT = (Path(__file__).resolve().parent / "ticks.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
@@ -109,8 +113,6 @@ class TickStore:
         await self.redis.script_load(SCRIPT)
 
     def _calls(self, batch: TickBatch) -> list[tuple[list[int], list[str], list[str], list[Any]]]:
-        from services.feature_service.redis_state import split
-
         calls = []
         for shard in split(batch.symbol, "m", self.shards):
             args: list[Any] = [MF.WINDOW, RECORD_BYTES, self.state_ttl_s]
@@ -149,3 +151,46 @@ class TickStore:
         features[stale] = 0.0
         sequences[stale] = 0.0
         return features, sequences, status
+
+
+class MarketFold:
+    """The feature service's view of the tick store: a FeatureRequest's `ticks` columns in, features out."""
+
+    request_field = "ticks"
+    takes_labels = False
+
+    def __init__(self, clients: RedisClients) -> None:
+        self.store = TickStore(clients.folds, state_ttl_s=clients.state_ttl_s, shards=clients.shards)
+
+    async def warm_up(self) -> None:
+        try:
+            await self.store.warm_up()
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def close(self) -> None:  # the clients are the feature service's
+        pass
+
+    async def fold(self, request: features_pb2.FeatureRequest) -> Folded:
+        ticks = request.ticks
+        n = len(ticks.tick_id)
+        columns = {name: getattr(ticks, name) for name in MF.RAW_FIELDS if name != "time_us"}
+        columns["time_us"] = ticks.event_time_us
+        if len(ticks.symbol) != n or any(len(c) != n for c in columns.values()):
+            raise InvalidBatch("columns of the tick batch differ in length")
+        raw = np.array([np.asarray(columns[name], dtype=np.float64) for name in MF.RAW_FIELDS]).reshape(
+            len(MF.RAW_FIELDS), n)
+        if not np.isfinite(raw).all():
+            raise InvalidBatch("ticks: every number must be finite")
+        names = list(MF.FEATURE_NAMES)
+        if n == 0:
+            return Folded(features_pb2.FeatureResponse(rows=0, feature_names=names), 0)
+        try:
+            features, sequences, status = await self.store.update_and_get(TickBatch(list(ticks.tick_id),
+                                                                                    list(ticks.symbol), raw))
+        except RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return Folded(features_pb2.FeatureResponse(
+            rows=n, features=features.tobytes(), feature_names=names, sequences=sequences.tobytes(),
+            seq_len=MF.SEQ_LEN, seq_feature_count=len(MF.SEQ_FEATURE_NAMES), fold_status=status.tolist(),
+        ), n)

@@ -1,4 +1,4 @@
-"""Redis-backed per-entity state of the feature service.
+"""Card fraud's online fold: per-customer and per-terminal state in Redis, for the feature service.
 
 A fold is two phases, each one script call per hash-tag shard (so each call touches one Redis Cluster slot):
 terminal.lua folds the batch's terminals (time buckets, label routing, idempotency), then customer.lua folds its
@@ -7,16 +7,19 @@ a few fixed-cost commands per event; the window arithmetic is done here, over ar
 
 On a single Redis there is one shard per kind: a batch of up to ONE_TRIP_MAX_EVENTS folds in one command (both
 scripts fused), a larger one in two round trips. On a cluster a batch is split into one call per shard present,
-sent concurrently (`redis_state` holds the keys, the client and the scripts).
+sent concurrently (`scoring.common.redis_state` holds the shards, keys and clients). `FraudFold` is what the
+feature service calls: protobuf in, this store, protobuf out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,20 +27,16 @@ import redis.asyncio as redis
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from scoring.common.online import Folded, InvalidBatch
+from scoring.common.redis_state import Call, RedisClients, Scripts, Shard, StoreUnavailable, shard_tag, split
+from scoring.scenarios.fraud import aggregates
 from scoring.scenarios.fraud import features as F
-from services.feature_service import aggregates
-from services.feature_service.redis_state import (
-    Call,
-    Scripts,
-    Shard,
-    connect,
-    id_hashes,
-    is_cluster_url,
-    shard_tag,
-    split,
-)
+from scoring.scenarios.fraud.events import EventBatch
+from scoring.v1 import features_pb2
 
-_tracer = trace.get_tracer("scoring.feature_service.store")
+__all__ = ["EventBatch", "FeatureBatch", "FeatureStore", "FraudFold", "StoreUnavailable"]
+
+_tracer = trace.get_tracer("scoring.feature_service.fraud")
 # Events of a re-fold folded per call (a live fold waits for at most one such call).
 REFOLD_CHUNK_EVENTS = 32
 # Batches up to this size fold in one round trip on a single Redis (see FeatureStore._both_phases).
@@ -54,22 +53,41 @@ _RISK_WINDOW = (
 _TERMINAL_EVENT_DTYPE = np.dtype([("key", "<u4"), ("bucket", "<i4")])
 
 
-class StoreUnavailable(Exception):
-    """Redis could not be reached or answered with an error."""
+_HERE = Path(__file__).resolve().parent
 
 
-@dataclass(frozen=True)
-class EventBatch:
-    """A validated micro-batch in columnar form."""
+def id_hashes(transaction_ids: list[str]) -> bytes:
+    """8 bytes per id: how customer.lua recognises an event it has folded."""
+    return b"".join(hashlib.blake2b(t.encode(), digest_size=8).digest() for t in transaction_ids)
 
-    transaction_id: list[str]
-    event_time_us: np.ndarray  # int64
-    customer_id: list[str]
-    terminal_id: list[str]
-    amount: np.ndarray  # float64
 
-    def __len__(self) -> int:
-        return len(self.transaction_id)
+def _fused(terminal: str, customer: str) -> str:
+    """One script running terminal.lua then customer.lua, each as a function of its own KEYS and ARGV: on a single
+    Redis a small batch folds in one command. KEYS: the terminal call's, then the customer call's; ARGV: the
+    number of terminal KEYS and of terminal ARGV, then the terminal call's ARGV, then the customer call's."""
+    return f"""local function terminal_phase(KEYS, ARGV)
+{terminal}
+end
+local function customer_phase(KEYS, ARGV)
+{customer}
+end
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tk, ck, ta, ca = {{}}, {{}}, {{}}, {{}}
+for i = 1, #KEYS do
+  if i <= nk then tk[#tk + 1] = KEYS[i] else ck[#ck + 1] = KEYS[i] end
+end
+for i = 3, #ARGV do
+  if i - 2 <= na then ta[#ta + 1] = ARGV[i] else ca[#ca + 1] = ARGV[i] end
+end
+local t = terminal_phase(tk, ta)
+return {{t, customer_phase(ck, ca)}}
+"""
+
+
+def _scripts() -> Scripts:
+    text = {name: (_HERE / f"{name}.lua").read_text() for name in ("terminal", "customer", "labels")}
+    text["fold"] = _fused(text["terminal"], text["customer"])
+    return Scripts(text)
 
 
 @dataclass(frozen=True)
@@ -84,43 +102,31 @@ def _risk(terminal_raw: np.ndarray) -> np.ndarray:
 
 
 class FeatureStore:
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout_s: float,
-        max_connections: int,
-        state_ttl_s: int,
-        labels_timeout_s: float = 10.0,
-        cluster: bool = False,
-        shards: int = 16,
-    ) -> None:
-        self.cluster = cluster or is_cluster_url(url)
-        # One shard per entity kind on a single Redis: every call of a phase is one call.
-        self.shards = max(1, shards) if self.cluster else 1
-        if self.cluster:
-            max_connections = max(max_connections, 2 * self.shards)
-        self.redis = connect(url, cluster=self.cluster, timeout_s=timeout_s, max_connections=max_connections)
-        # Labels on their own connection with their own timeout: behind a long fold, a label batch must wait its
-        # turn, not fail on the folds' 0.5 s socket timeout (and be lost by a client that does not retry).
-        self.labels_timeout_s = labels_timeout_s
-        self.labels_redis = connect(
-            url, cluster=self.cluster, timeout_s=labels_timeout_s, max_connections=max_connections
-        )
-        self.state_ttl_s = state_ttl_s
-        self._scripts = Scripts()
+    def __init__(self, clients: RedisClients) -> None:
+        self.clients = clients
+        self.cluster = clients.cluster
+        self.shards = clients.shards
+        self.redis = clients.folds
+        self.labels_redis = clients.labels
+        self.labels_timeout_s = clients.labels_timeout_s
+        self.state_ttl_s = clients.state_ttl_s
+        self._scripts = _scripts()
         self._in_order = asyncio.Lock()
         # Live folds waiting for the lock or folding: re-folds (the gateway's backlog) yield to them, in chunks.
         self._live = 0
         self._no_live = asyncio.Event()
         self._no_live.set()
 
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> FeatureStore:
+        """A store with clients of its own (`RedisClients.connect`'s options)."""
+        return cls(RedisClients.connect(url, **options))
+
     async def warm_up(self) -> None:
         """Connects and loads the scripts on every primary, so the first real batch pays neither."""
         try:
-            await self.redis.ping()
+            await self.clients.warm_up()
             await self._scripts.load(self.redis)
-            await self.labels_redis.ping()
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -222,7 +228,9 @@ class FeatureStore:
             # every ring twice.)
             assert isinstance(self.redis, redis.Redis)
             c_groups, c_calls = self._customer_calls(batch, None, t_groups[0])
-            t_reply, c_reply = await self._scripts.both(self.redis, t_calls[0], c_calls[0])
+            (_, t_keys, t_args), (_, c_keys, c_args) = t_calls[0], c_calls[0]
+            fused = [*t_keys, *c_keys], [len(t_keys), len(t_args), *t_args, *c_args]
+            t_reply, c_reply = await self._scripts.call(self.redis, "fold", *fused)
             return self._terminal_result(n, t_groups, [t_reply]), self._customer_result(n, c_groups, [c_reply])
         terminals = self._terminal_result(n, t_groups, await self._scripts.run(self.redis, t_calls))
         t_raw = aggregates.terminal_raw(bucket, terminals[1], terminals[2])
@@ -327,5 +335,59 @@ class FeatureStore:
                 raise StoreUnavailable(str(exc)) from exc
 
     async def close(self) -> None:
-        await self.redis.aclose()
-        await self.labels_redis.aclose()
+        await self.clients.close()
+
+
+class FraudFold:
+    """The feature service's view of this store: a FeatureRequest's transaction columns in, features out."""
+
+    request_field = None  # the request's own columns (transaction_id, event_time_us, ...)
+    takes_labels = True
+
+    def __init__(self, clients: RedisClients) -> None:
+        self.store = FeatureStore(clients)
+
+    async def warm_up(self) -> None:
+        await self.store.warm_up()
+
+    async def close(self) -> None:  # the clients are the feature service's
+        pass
+
+    async def fold(self, request: features_pb2.FeatureRequest) -> Folded:
+        n = len(request.transaction_id)
+        columns = (request.event_time_us, request.customer_id, request.terminal_id, request.amount)
+        if any(len(c) != n for c in columns):
+            raise InvalidBatch("columns of the batch differ in length")
+        batch = EventBatch(
+            transaction_id=list(request.transaction_id),
+            event_time_us=np.asarray(request.event_time_us, dtype=np.int64),
+            customer_id=list(request.customer_id),
+            terminal_id=list(request.terminal_id),
+            amount=np.asarray(request.amount, dtype=np.float64),
+        )
+        # The gateway validates events at the edge; this guards the state against any other caller: a non-finite or
+        # negative amount folded into a customer's window would poison every later feature of that customer.
+        if not (np.isfinite(batch.amount).all() and (batch.amount >= 0).all()):
+            raise InvalidBatch("amount: every value must be finite and >= 0")
+        empty = features_pb2.FeatureResponse(rows=0, feature_names=F.FEATURE_NAMES)
+        if n == 0:
+            return Folded(empty, 0)
+        if request.fold_only:
+            return Folded(empty, n, refolded=await self.store.fold_missing(batch))
+        result = await self.store.update_and_get(batch)
+        return Folded(
+            features_pb2.FeatureResponse(
+                rows=n,
+                features=result.features.tobytes(),
+                feature_names=F.FEATURE_NAMES,
+                sequences=result.sequences.tobytes(),
+                seq_len=F.SEQ_LEN,
+                seq_feature_count=len(F.SEQ_FEATURE_NAMES),
+            ),
+            n,
+        )
+
+    async def report_labels(self, request: features_pb2.LabelBatch) -> tuple[int, int]:
+        return await self.store.report_labels(
+            [label.transaction_id for label in request.labels], [label.fraud for label in request.labels]
+        )

@@ -1,5 +1,5 @@
-"""How the feature service's state sits in Redis: hash-tag shards, key names, the client for one Redis or a
-Redis Cluster, and the Lua scripts (loaded on every primary; the fused fold for a single Redis)."""
+"""How every scenario's online state sits in Redis: hash-tag shards, key names, the client for one Redis or a
+Redis Cluster, and a scenario's set of Lua scripts (loaded on every primary, called by SHA)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,19 @@ import asyncio
 import hashlib
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-_HERE = Path(__file__).resolve().parent
 CLUSTER_SCHEME = "redis+cluster://"
 Call = tuple[str, list[str], list[Any]]
 
 
 @dataclass
 class Shard:
-    """The events of a batch whose entity (terminal or customer) falls in one hash-tag shard."""
+    """The events of a batch whose entity (a terminal, a customer, a symbol) falls in one hash-tag shard."""
 
     tag: str
     keys: list[str] = field(default_factory=list)
@@ -60,11 +58,6 @@ def split(ids: list[str], kind: str, shards: int) -> list[Shard]:
     return list(groups.values())
 
 
-def id_hashes(transaction_ids: list[str]) -> bytes:
-    """8 bytes per id: how customer.lua recognises an event it has folded."""
-    return b"".join(hashlib.blake2b(t.encode(), digest_size=8).digest() for t in transaction_ids)
-
-
 def connect(url: str, *, cluster: bool, timeout_s: float, max_connections: int) -> redis.Redis | RedisCluster:
     """A client for a single Redis, or for a Redis Cluster (cluster=True, or a redis+cluster:// URL)."""
     if url.startswith(CLUSTER_SCHEME):
@@ -87,60 +80,72 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(CLUSTER_SCHEME)
 
 
-def _fused(terminal: str, customer: str) -> str:
-    """One script running terminal.lua then customer.lua, each as a function of its own KEYS and ARGV: on a single
-    Redis a small batch folds in one command. KEYS: the terminal call's, then the customer call's; ARGV: the
-    number of terminal KEYS and of terminal ARGV, then the terminal call's ARGV, then the customer call's."""
-    return f"""local function terminal_phase(KEYS, ARGV)
-{terminal}
-end
-local function customer_phase(KEYS, ARGV)
-{customer}
-end
-local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tk, ck, ta, ca = {{}}, {{}}, {{}}, {{}}
-for i = 1, #KEYS do
-  if i <= nk then tk[#tk + 1] = KEYS[i] else ck[#ck + 1] = KEYS[i] end
-end
-for i = 3, #ARGV do
-  if i - 2 <= na then ta[#ta + 1] = ARGV[i] else ca[#ca + 1] = ARGV[i] end
-end
-local t = terminal_phase(tk, ta)
-return {{t, customer_phase(ck, ca)}}
-"""
+class StoreUnavailable(Exception):
+    """Redis could not be reached or answered with an error."""
 
 
 class Scripts:
-    """The three scripts by SHA, loaded on every primary; reloaded once when Redis has forgotten them."""
+    """A scenario's Lua scripts by SHA, loaded on every primary; reloaded once when Redis has forgotten them."""
 
-    NAMES = ("terminal", "customer", "labels")
-
-    def __init__(self) -> None:
-        self.text = {name: (_HERE / f"{name}.lua").read_text() for name in self.NAMES}
-        self.text["fold"] = _fused(self.text["terminal"], self.text["customer"])
-        self.sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in self.text.items()}
+    def __init__(self, text: dict[str, str]) -> None:
+        self.text = dict(text)
+        self.sha = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in self.text.items()}
 
     async def load(self, client: redis.Redis | RedisCluster) -> None:
-        for text in self.text.values():
-            await client.script_load(text)
+        for body in self.text.values():
+            await client.script_load(body)
 
-    async def run(self, client: redis.Redis | RedisCluster, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+    async def run(self, client: redis.Redis | RedisCluster, calls: list[Call]) -> list[Any]:
         """Runs script calls, given as (name, keys, args), all at once: each is one command to the node of its slot
         (redis-py's cluster pipeline refuses EVALSHA, so a cluster gets concurrent commands)."""
         if len(calls) == 1:  # a single Redis: no task to create
-            return [await self._call(client, *calls[0])]
-        return list(await asyncio.gather(*(self._call(client, *call) for call in calls)))
+            return [await self.call(client, *calls[0])]
+        return list(await asyncio.gather(*(self.call(client, *call) for call in calls)))
 
-    async def both(self, client: redis.Redis, terminal: Call, customer: Call) -> tuple[Any, Any]:
-        """Both phases of a fold in one command on a single Redis (fold: the two scripts as functions)."""
-        (_, t_keys, t_args), (_, c_keys, c_args) = terminal, customer
-        keys, args = [*t_keys, *c_keys], [len(t_keys), len(t_args), *t_args, *c_args]
-        t_reply, c_reply = await self._call(client, "fold", keys, args)
-        return t_reply, c_reply
-
-    async def _call(self, client: redis.Redis | RedisCluster, name: str, keys: list[str], args: list[Any]) -> Any:
+    async def call(self, client: redis.Redis | RedisCluster, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
             return await client.evalsha(self.sha[name], len(keys), *keys, *args)
         except NoScriptError:  # a node restarted or joined since the scripts were loaded
             await self.load(client)
             return await client.evalsha(self.sha[name], len(keys), *keys, *args)
+
+
+@dataclass
+class RedisClients:
+    """What the feature service hands each scenario's fold: its clients (folds, and labels on their own connection
+    with their own timeout) and the layout they share."""
+
+    folds: redis.Redis | RedisCluster
+    labels: redis.Redis | RedisCluster
+    cluster: bool
+    shards: int  # hash-tag shards per entity kind (1 on a single Redis: every call of a phase is one call)
+    state_ttl_s: int
+    labels_timeout_s: float
+
+    @classmethod
+    def connect(
+        cls, url: str, *, timeout_s: float, max_connections: int, state_ttl_s: int, labels_timeout_s: float = 10.0,
+        cluster: bool = False, shards: int = 16,
+    ) -> RedisClients:
+        cluster = cluster or is_cluster_url(url)
+        shards = max(1, shards) if cluster else 1
+        if cluster:
+            max_connections = max(max_connections, 2 * shards)
+        # Labels on their own connection with their own timeout: behind a long fold, a label batch must wait its
+        # turn, not fail on the folds' socket timeout (and be lost by a client that does not retry).
+        return cls(
+            folds=connect(url, cluster=cluster, timeout_s=timeout_s, max_connections=max_connections),
+            labels=connect(url, cluster=cluster, timeout_s=labels_timeout_s, max_connections=max_connections),
+            cluster=cluster, shards=shards, state_ttl_s=state_ttl_s, labels_timeout_s=labels_timeout_s,
+        )
+
+    async def warm_up(self) -> None:
+        try:
+            await self.folds.ping()
+            await self.labels.ping()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def close(self) -> None:
+        await self.folds.aclose()
+        await self.labels.aclose()
