@@ -32,10 +32,13 @@ class Scenario:
     entity_field: str
     # "module:Class" of its online fold (`scoring.common.online.Fold`), built from the feature service's clients.
     online: str
+    # "module:Class" of what the gateway's binary cascade needs of its events (shapes, features an event carries
+    # by itself); empty for a multi-class scenario, whose view is `serving`.
+    edge: str = ""
 
 
 FRAUD: Final = Scenario("fraud", "transaction", "transaction_id", "fraud_ensemble", "models/filter", "customer_id",
-                        "scoring.scenarios.fraud.online:FraudFold")
+                        "scoring.scenarios.fraud.online:FraudFold", "scoring.scenarios.fraud.serving:FraudEdge")
 MARKET: Final = Scenario("market", "tick", "tick_id", "market_ensemble", "models/market/filter", "symbol",
                          "scoring.scenarios.market.online:MarketFold")
 SCENARIOS: Final = {s.name: s for s in (FRAUD, MARKET)}
@@ -63,6 +66,14 @@ def _load(path: str) -> Any:
 def online_folds(clients: RedisClients) -> list[Fold]:
     """Every scenario's online fold, sharing the feature service's Redis clients."""
     return [_load(s.online)(clients) for s in SCENARIOS.values()]
+
+
+def edge(name: str) -> Any:
+    """The binary cascade's view of a scenario's events (`services.gateway.cascade.Cascade`)."""
+    scenario = get(name)
+    if not scenario.edge:
+        raise KeyError(f"scenario {name!r} is not served by the binary cascade")
+    return _load(scenario.edge)()
 
 
 def filter_model(name: str, model_dir: Path) -> object:

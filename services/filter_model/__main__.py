@@ -40,7 +40,8 @@ async def main() -> None:
         settings.address,
         [
             (
-                FilterServicer(model, threshold, settings.inline_max_rows, others, thresholds),
+                FilterServicer(model, threshold, settings.inline_max_rows, others, thresholds,
+                               default_scenario=registry.DEFAULT.name),
                 filter_pb2_grpc.add_FilterModelServicer_to_server,
                 filter_pb2.DESCRIPTOR.services_by_name["FilterModel"].full_name,
             )

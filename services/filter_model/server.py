@@ -32,7 +32,10 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
         inline_max_rows: int,
         scenario_models: dict[str, Any] | None = None,
         scenario_thresholds: dict[str, float] | None = None,
+        default_scenario: str = "",
     ) -> None:
+        # The default scenario's binary model (`model`; a request naming no scenario is for it), then the others'.
+        self.default_scenario = default_scenario
         self.model = model
         self.threshold = threshold
         self.inline_max_rows = inline_max_rows
@@ -47,6 +50,7 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
         if model is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"scenario: no filter model for {request.scenario!r} in this service")
+        assert model is not None  # abort raised otherwise
         started = time.perf_counter()
         try:
             if request.rows <= self.inline_max_rows:
@@ -76,7 +80,7 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
                 f"features: {len(request.features)} bytes do not hold [{request.rows}, {request.cols}] float32",
             )
         matrix = np.frombuffer(request.features, dtype="<f4").reshape(request.rows, request.cols)
-        if request.scenario and request.scenario not in ("fraud",):
+        if request.scenario and request.scenario != self.default_scenario:
             return await self._predict_classes(request, matrix, context)
         started = time.perf_counter()
         model = "fallback" if request.self_contained_only else "main"

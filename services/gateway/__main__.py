@@ -10,6 +10,8 @@ from scoring.common.metrics import serve_metrics
 from scoring.common.server import GrpcServer, run_service
 from scoring.common.telemetry import root_sampling_ratio, setup_tracing
 from scoring.scenarios import registry
+from scoring.scenarios.fraud.last_resort import LastResort
+from scoring.scenarios.fraud.validation import Limits
 from scoring.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway import tracing
 from services.gateway.admission import AdmissionLimit
@@ -18,11 +20,9 @@ from services.gateway.batcher import MicroBatcher
 from services.gateway.cascade import Cascade, StageShares
 from services.gateway.class_cascade import ClassCascade
 from services.gateway.dedup import RecentAnswers, Submitter
-from services.gateway.last_resort import LastResort
 from services.gateway.server import GatewayServicer, Route
 from services.gateway.settings import GatewaySettings
 from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient
-from services.gateway.validation import Limits
 
 ADMISSION_REFERENCE_BUDGET_MS = 10.0
 

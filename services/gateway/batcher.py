@@ -27,11 +27,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from scoring.scenarios.fraud.events import EventBatch
+from scoring.scenarios.fraud.validation import Event
 from services.gateway import metrics as M
 from services.gateway import tracing
 from services.gateway.admission import AdmissionLimit
 from services.gateway.cascade import BatchOutcome, Cascade, StageShares
-from services.gateway.validation import Event
 
 log = logging.getLogger(__name__)
 

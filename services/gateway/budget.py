@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Sequence
 
-from services.gateway.validation import FieldError
+from scoring.common.errors import FieldError
 
 # Per call (unary) or per stream: the budget the client asks for, in milliseconds, up to GATEWAY_MAX_BUDGET_MS.
 BUDGET_KEY = "x-scoring-budget-ms"

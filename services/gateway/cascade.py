@@ -13,16 +13,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from scoring.scenarios.fraud import features as F
-from scoring.scenarios.fraud.events import EventBatch
+from scoring.scenarios import registry
 from services.gateway import metrics as M
 from services.gateway.backlog import FoldBacklog
 from services.gateway.breaker import CircuitBreaker
-from services.gateway.last_resort import LastResort
 from services.gateway.stages import (
     TRITON_MIN_TIMEOUT_US,
     EnsembleClient,
@@ -33,6 +31,10 @@ from services.gateway.stages import (
 )
 
 log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # the default scenario's types; the cascade reaches them through `edge` and `last_resort`
+    from scoring.scenarios.fraud.events import EventBatch
+    from scoring.scenarios.fraud.last_resort import LastResort
+
 T = TypeVar("T")
 
 STAGE_FILTER = 1
@@ -91,7 +93,10 @@ class Cascade:
         backlog: FoldBacklog | None = None,
         last_resort: LastResort | None = None,
         metric_prefix: str = "",
+        edge: Any = None,
     ) -> None:
+        # The scenario's events as this cascade needs them (shapes; the features an event carries by itself).
+        self.edge = edge if edge is not None else registry.edge(registry.DEFAULT.name)
         self.features = features
         self.filter = filter_client
         self.ensemble = ensemble
@@ -119,9 +124,9 @@ class Cascade:
 
     async def warm_up(self, timeout_s: float = 5.0) -> dict[str, str]:
         """One call to each stage (an empty batch for the feature service: nothing is folded)."""
-        empty = EventBatch([], np.zeros(0, np.int64), [], [], np.zeros(0))
-        zeros = np.zeros((4, len(F.FEATURE_NAMES)), dtype=np.float32)
-        seqs = np.zeros((4, F.SEQ_LEN, len(F.SEQ_FEATURE_NAMES)), dtype=np.float32)
+        empty = self.edge.empty()
+        zeros = np.zeros((4, self.edge.n_features), dtype=np.float32)
+        seqs = np.zeros((4, *self.edge.seq_shape), dtype=np.float32)
         calls = {
             "features": self.features.update_and_get(empty, timeout_s),
             "filter": self.filter.predict(zeros, False, timeout_s),
@@ -224,8 +229,7 @@ class Cascade:
             # A timeout may or may not have reached Redis; re-folding is harmless (idempotent by id).
             if self.backlog is not None:
                 self.backlog.add(batch)
-            features = F.self_contained_features(batch.amount, batch.event_time_us)
-            sequences = np.zeros((n, F.SEQ_LEN, len(F.SEQ_FEATURE_NAMES)), dtype=np.float32)
+            features, sequences = self.edge.self_contained(batch)
         if features_done is not None:
             features_done()
 
@@ -254,7 +258,7 @@ class Cascade:
         elif self.last_resort is not None:
             # No filter score in time: every event gets the in-process fallback's, and the ensemble (sized for the
             # few events a filter passes) takes the riskiest of them by that score.
-            filter_score = self.last_resort.score(batch.amount, batch.event_time_us)
+            filter_score = self.last_resort.score_batch(batch)
             score[:] = filter_score
             stage[:] = STAGE_FILTER
             versions = [self.last_resort.version] * n
@@ -265,7 +269,7 @@ class Cascade:
             passed = np.ones(n, dtype=bool)
             if n > self.unfiltered_max:
                 passed[:] = False
-                passed[np.argsort(-batch.amount, kind="stable")[: self.unfiltered_max]] = True
+                passed[np.argsort(-self.edge.priority(batch), kind="stable")[: self.unfiltered_max]] = True
                 for i in np.flatnonzero(~passed):
                     errors[i] = f"{filter_reason}+ensemble_capacity"
 
@@ -328,7 +332,7 @@ class Cascade:
                 model_version=[""] * n,
                 error=[reason] * n,
             )
-        scores = self.last_resort.score(batch.amount, batch.event_time_us)
+        scores = self.last_resort.score_batch(batch)
         return BatchOutcome(
             score=scores,
             filter_score=scores.copy(),

@@ -17,6 +17,7 @@ from google.rpc import code_pb2
 from opentelemetry.trace import Link, Span
 
 from scoring.scenarios.fraud.events import EventBatch
+from scoring.scenarios.fraud.validation import Limits, ValidColumns, validate_columns
 from scoring.v1 import gateway_pb2, types_pb2
 from services.gateway import metrics as M
 from services.gateway import tracing
@@ -24,7 +25,6 @@ from services.gateway.admission import AdmissionLimit
 from services.gateway.batcher import Outcome, Overloaded
 from services.gateway.cascade import BatchOutcome
 from services.gateway.dedup import submit_group
-from services.gateway.validation import Limits, ValidColumns, validate_columns
 
 # Stage codes of the cascade (cascade.STAGE_*) -> the public enum; the array form indexes a batch's stages at once.
 PUBLIC_STAGES = {1: types_pb2.STAGE_FILTER, 2: types_pb2.STAGE_ENSEMBLE, 3: types_pb2.STAGE_NONE}

@@ -31,9 +31,9 @@ from opentelemetry.trace import Span
 from prometheus_client import Counter, Gauge
 
 from scoring.scenarios.fraud.events import EventBatch
+from scoring.scenarios.fraud.validation import Event, FieldError
 from services.gateway.batcher import MicroBatcher, Outcome, outcome_at
 from services.gateway.cascade import BatchOutcome
-from services.gateway.validation import Event, FieldError
 
 REPLAYED = Counter(
     "scoring_gateway_replayed_total", "Re-sent events answered from the recent-answer cache, by state", ["state"]

@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 from opentelemetry.trace import Link, Span
 
 from scoring.common import telemetry
+from scoring.scenarios.fraud.validation import DEFAULT_LIMITS, Event, FieldError, Limits, validate
 from scoring.v1 import features_pb2, gateway_pb2, gateway_pb2_grpc, types_pb2
 from services.gateway import metrics as M
 from services.gateway import tracing
@@ -31,7 +32,6 @@ from services.gateway.class_cascade import INVALID
 from services.gateway.columns import PUBLIC_STAGES, score_columns
 from services.gateway.dedup import Submitter
 from services.gateway.stages import FeatureClient, StageError
-from services.gateway.validation import DEFAULT_LIMITS, Event, FieldError, Limits, validate
 
 log = logging.getLogger(__name__)
 

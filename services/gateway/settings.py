@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic_settings import SettingsConfigDict
 
 from scoring.common.settings import ServiceSettings
-from services.gateway.validation import DEFAULT_LIMITS
+from scoring.scenarios.fraud.validation import DEFAULT_LIMITS
 
 
 class GatewaySettings(ServiceSettings):

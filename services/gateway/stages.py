@@ -17,7 +17,6 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from tritonclient.utils import InferenceServerException
 
-from scoring.scenarios.fraud import features as F
 from scoring.scenarios.fraud.events import EventBatch
 from scoring.v1 import features_pb2, features_pb2_grpc, filter_pb2, filter_pb2_grpc
 
@@ -148,8 +147,8 @@ class FeatureClient:
         reply = await self._fold(batch, timeout_s, fold_only=False)
         n = reply.rows
         if n == 0:
-            return np.zeros((0, len(F.FEATURE_NAMES)), np.float32), np.zeros((0, 0, 0), np.float32)
-        features = np.frombuffer(reply.features, dtype="<f4").reshape(n, len(F.FEATURE_NAMES))
+            return np.zeros((0, len(reply.feature_names)), np.float32), np.zeros((0, 0, 0), np.float32)
+        features = np.frombuffer(reply.features, dtype="<f4").reshape(n, len(reply.feature_names))
         sequences = np.frombuffer(reply.sequences, dtype="<f4").reshape(n, reply.seq_len, reply.seq_feature_count)
         if not (np.isfinite(features).all() and np.isfinite(sequences).all()):
             raise StageError("features", "invalid", "non-finite features")

@@ -31,7 +31,7 @@ from opentelemetry.trace import (
     Tracer,
 )
 
-from services.gateway.validation import Event
+from scoring.scenarios.fraud.validation import Event
 
 if TYPE_CHECKING:
     from services.gateway.batcher import Outcome

@@ -9,9 +9,9 @@ import time
 import numpy as np
 
 from scoring.scenarios.fraud.events import EventBatch
+from scoring.scenarios.fraud.validation import Event
 from services.gateway.batcher import MicroBatcher
 from services.gateway.cascade import BatchOutcome
-from services.gateway.validation import Event
 
 
 class _ScriptedCascade:

@@ -10,8 +10,8 @@ import pytest
 
 from scoring.scenarios.fraud import features as F
 from scoring.scenarios.fraud.events import EventBatch
+from scoring.scenarios.fraud.last_resort import LastResort
 from services.gateway.cascade import STAGE_ENSEMBLE, STAGE_FILTER, Cascade, StageShares
-from services.gateway.last_resort import LastResort
 from services.gateway.stages import EnsembleResult, FilterResult, StageError
 
 pytestmark = pytest.mark.unit
@@ -21,7 +21,7 @@ N = 6
 @pytest.fixture(scope="module")
 def fallback_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real fallback model, trained and exported by the filter's own code on a few rows."""
-    from services.filter_model.train import export_filter, train_filter
+    from scoring.scenarios.fraud.filter_train import export_filter, train_filter
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(400, len(F.FEATURE_NAMES))).astype(np.float32)

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from scoring.scenarios.fraud.validation import Event, FieldError
 from services.gateway.batcher import Outcome, Overloaded
 from services.gateway.dedup import RecentAnswers
-from services.gateway.validation import Event, FieldError
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ import math
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from scoring.scenarios.fraud.validation import FieldError, validate
 from scoring.v1 import types_pb2
-from services.gateway.validation import FieldError, validate
 
 pytestmark = pytest.mark.unit
 NOW = 1_800_000_000.0
@@ -68,7 +68,7 @@ def test_negative_zero_and_the_bounds_themselves_are_accepted_as_one_value() -> 
 
 
 def test_limits_are_configurable() -> None:
-    from services.gateway.validation import Limits
+    from scoring.scenarios.fraud.validation import Limits
 
     with pytest.raises(FieldError, match="GATEWAY_MAX_AMOUNT"):
         validate(make(amount=101.0), now_s=NOW, limits=Limits(max_amount=100.0))
@@ -105,8 +105,8 @@ def test_a_client_deadline_shorter_than_the_budget_wins_and_a_longer_one_does_no
 
 
 def test_columns_are_checked_row_by_row_with_the_messages_of_single_events() -> None:
+    from scoring.scenarios.fraud.validation import validate_columns
     from scoring.v1 import gateway_pb2
-    from services.gateway.validation import validate_columns
 
     now_s = 1_700_000_000
     request = gateway_pb2.ColumnarScoreRequest(
@@ -127,8 +127,8 @@ def test_columns_are_checked_row_by_row_with_the_messages_of_single_events() -> 
 
 
 def test_a_column_of_another_length_fails_every_row_naming_it() -> None:
+    from scoring.scenarios.fraud.validation import validate_columns
     from scoring.v1 import gateway_pb2
-    from services.gateway.validation import validate_columns
 
     request = gateway_pb2.ColumnarScoreRequest(transaction_id=["a", "b"], event_time_us=[1, 2], customer_id=["c"],
                                                terminal_id=["t", "t"], amount=[1.0, 1.0])

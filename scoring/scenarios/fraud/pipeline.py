@@ -73,8 +73,8 @@ def source_fingerprint() -> str:
         fraud / "dataset.py",
         fraud / "simulator.py",
         fraud / "pipeline.py",
-        root / "services" / "filter_model" / "train.py",
-        root / "services" / "ensemble" / "train.py",
+        fraud / "filter_train.py",
+        fraud / "ensemble_train.py",
         root / "services" / "ensemble" / "repository.py",
         *sorted((root / "services" / "ensemble" / "triton_models").glob("*.py")),
     ]
@@ -145,9 +145,9 @@ def best_f1_threshold(scores: np.ndarray, y: np.ndarray) -> float:
 
 
 def train(out: Path, config: TrainConfig, data: Path | None = None) -> dict[str, Any]:
-    from services.ensemble import train as ens
+    from scoring.scenarios.fraud import ensemble_train as ens
+    from scoring.scenarios.fraud import filter_train as filt
     from services.ensemble.repository import write_repository
-    from services.filter_model import train as filt
 
     started = time.perf_counter()
     timings: dict[str, float] = {}

@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from scoring.scenarios.fraud import features as F
+from scoring.scenarios.fraud.events import EventBatch
 from services.filter_model.model import FilterMeta, probability_of_positive
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ class LastResort:
         self.input_name = self.session.get_inputs()[0].name
         self.columns = list(self.meta.fallback_features)
         self.version = f"filter_fallback:{self.meta.version}"
+
+    def score_batch(self, batch: EventBatch) -> np.ndarray:
+        return self.score(batch.amount, batch.event_time_us)
 
     def score(self, amount: np.ndarray, event_time_us: np.ndarray) -> np.ndarray:
         """Class-1 probabilities in [0, 1], float64, one per event."""
