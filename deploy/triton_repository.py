@@ -3,7 +3,8 @@
 The official `nvcr.io/nvidia/tritonserver` image serves the ONNX models with its `onnxruntime` backend (the local
 target runs them in Python-backend models instead). This script reads what `scoring train` left in ARTIFACTS (the
 ONNX files and, from train_report.json, the stacker's coefficients and the model version) and writes two repositories
-with `services.ensemble.repository.write_repository`, the writer `scoring train` uses:
+with `services.ensemble.repository.write_repository`, the writer `scoring train` uses, and, when the market scenario
+is trained (artifacts/models/market), its `market_ensemble` beside fraud's (`scoring.scenarios.market.container`):
 
     ARTIFACTS/triton_repository_container       KIND_CPU   compose's default profile, deploy/k8s (base)
     ARTIFACTS/triton_repository_container_gpu   KIND_GPU   compose's `gpu` profile, deploy/k8s/overlays/gpu
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout: import the project's own packages
     sys.path.insert(0, str(ROOT))
 
+from scoring.scenarios import registry  # noqa: E402
 from scoring.scenarios.fraud import features as F  # noqa: E402
+from scoring.scenarios.market.container import MODELS as MARKET_MODELS  # noqa: E402
+from scoring.scenarios.market.container import write_container_models  # noqa: E402
 from services.ensemble.repository import write_repository  # noqa: E402
 
 # Target folder under ARTIFACTS -> whether its ONNX models run on the GPU. deploy/compose and deploy/k8s name these.
@@ -35,6 +40,7 @@ CONTAINER_REPOSITORIES = {
 }
 GBT_ONNX = Path("models/ensemble/gbt.onnx")
 SEQ_ONNX = Path("models/ensemble/lstm.onnx")
+MARKET_ENSEMBLE_DIR = Path("models/market/ensemble")
 
 
 def build(artifacts: Path, gbt_onnx: Path | None = None, seq_onnx: Path | None = None) -> dict[str, Path]:
@@ -46,6 +52,7 @@ def build(artifacts: Path, gbt_onnx: Path | None = None, seq_onnx: Path | None =
     if "stacker" not in report:
         raise SystemExit(f"{report_path}: trained before the ensemble's stacker (issue 15); retrain (make models)")
     stacker = report["stacker"]
+    market = registry.MARKET in registry.available(artifacts)
     written = {}
     for name, gpu in CONTAINER_REPOSITORIES.items():
         written[name] = write_repository(
@@ -61,6 +68,11 @@ def build(artifacts: Path, gbt_onnx: Path | None = None, seq_onnx: Path | None =
             gpu=gpu,
             queue_policy=False,
         )
+        if market:
+            write_container_models(artifacts / name, artifacts / MARKET_ENSEMBLE_DIR, gpu=gpu, queue_policy=False)
+        else:  # a market model left by an earlier run would be served beside models it was not trained with
+            for model in MARKET_MODELS:
+                shutil.rmtree(artifacts / name / model, ignore_errors=True)
     return written
 
 
@@ -68,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="write the container-target Triton model repositories")
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     args = parser.parse_args(argv)
+    scenarios = ", ".join(s.name for s in registry.available(args.artifacts)) or "fraud"
     for name, path in build(args.artifacts).items():
-        print(f"wrote {path} ({'KIND_GPU' if CONTAINER_REPOSITORIES[name] else 'KIND_CPU'})")
+        print(f"wrote {path} ({'KIND_GPU' if CONTAINER_REPOSITORIES[name] else 'KIND_CPU'}; {scenarios})")
     return 0
 
 

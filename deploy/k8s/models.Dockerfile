@@ -8,6 +8,7 @@
 # Retag for every training run that goes out; the tag is what a rollout compares.
 FROM busybox:1.36.1
 COPY artifacts/models/filter/ /models/filter/
+COPY artifacts/models/market/filter/ /models/market/filter/
 COPY artifacts/triton_repository_container/ /models/triton/
 COPY artifacts/triton_repository_container_gpu/ /models/triton-gpu/
 USER 65534:65534

@@ -193,8 +193,11 @@ def _session(onnx_path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
 
 
-def adapt_onnx(src: Path, dst: Path, binding: OnnxBinding, *, triton_output: str) -> None:
-    """Write `src` to `dst` with I/O renamed to the Triton names and the output shaped [N, 1] FP32.
+def adapt_onnx(src: Path, dst: Path, binding: OnnxBinding, *, triton_output: str, width: int = 1) -> None:
+    """Write `src` to `dst` with I/O renamed to the Triton names and the output shaped [N, width] FP32.
+
+    `width` is 1 for one probability per row (fraud's models: a picked column, or [N] / [N, 1] already) and the
+    class count for a model whose whole probability vector is served (the market scenario's, [N, 3]).
 
     Each ONNX input of `binding.inputs` is renamed to its Triton input. Needed for the onnxruntime backend
     (container target), which maps config tensors to ONNX tensors by name and shape. The original nodes
@@ -213,6 +216,8 @@ def adapt_onnx(src: Path, dst: Path, binding: OnnxBinding, *, triton_output: str
     graph = model.graph
     if not any(o.name == binding.onnx_output for o in graph.output):
         raise ValueError(f"{src}: no graph output {binding.onnx_output!r}")
+    if width < 1 or (binding.column is not None and width != 1):
+        raise ValueError(f"width {width} with column {binding.column}: a picked column is one value per row")
     triton_names = binding.triton_inputs
     if len(set(triton_names)) != len(triton_names) or triton_output in triton_names:
         raise ValueError(f"duplicate Triton tensor names: inputs {list(triton_names)}, output {triton_output!r}")
@@ -262,7 +267,7 @@ def adapt_onnx(src: Path, dst: Path, binding: OnnxBinding, *, triton_output: str
         graph.initializer.append(numpy_helper.from_array(np.array([binding.column], np.int64), column))
         nodes.append(helper.make_node("Gather", [binding.onnx_output, column], [picked], axis=1))
     shape, reshaped = fresh("shape"), fresh("reshaped")
-    graph.initializer.append(numpy_helper.from_array(np.array([-1, 1], np.int64), shape))
+    graph.initializer.append(numpy_helper.from_array(np.array([-1, width], np.int64), shape))
     nodes.append(helper.make_node("Reshape", [picked, shape], [reshaped]))
     nodes.append(helper.make_node("Cast", [reshaped], [triton_output], to=TensorProto.FLOAT))
     graph.node.extend(nodes)
@@ -270,7 +275,7 @@ def adapt_onnx(src: Path, dst: Path, binding: OnnxBinding, *, triton_output: str
     # Only the renamed tensor stays a graph output: the onnxruntime backend rejects a config that omits a
     # model output such as onnxmltools' `label`.
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(triton_output, TensorProto.FLOAT, ["N", 1]))
+    graph.output.append(helper.make_tensor_value_info(triton_output, TensorProto.FLOAT, ["N", width]))
     if not any(op.domain in ("", "ai.onnx") for op in model.opset_import):
         # onnxmltools' XGBoost graphs import only ai.onnx.ml; the adapter nodes need the default domain.
         model.opset_import.append(helper.make_opsetid("", 13))

@@ -1,4 +1,5 @@
-"""Text of the Triton model configs (`config.pbtxt`) that `repository.py` writes, and the contract's names.
+"""Text of the Triton model configs (`config.pbtxt`) that `repository.py` writes (and the market scenario's
+container target, `scoring/scenarios/market/container.py`), and the fraud contract's names.
 
 Small pure functions from values to protobuf text format, so the writer reads as what it writes; the test of the
 repository parses their output with Triton's own `model_config.proto`.
@@ -101,31 +102,49 @@ def model_config(
     return text
 
 
-def ensemble_config(
-    *, max_batch_size: int, version: int, n_features: int, seq_len: int, seq_features: int,
-    name: str = ENSEMBLE_MODEL,
-) -> str:
-    def step(model: str, inputs: Sequence[str], outputs: Sequence[str]) -> str:
-        # Step-local and ensemble tensor names are identical on purpose: one name per tensor end to end.
-        maps = "".join(f"      input_map {{ key: {_quote(t)} value: {_quote(t)} }}\n" for t in inputs)
-        maps += "".join(f"      output_map {{ key: {_quote(t)} value: {_quote(t)} }}\n" for t in outputs)
-        # Pinned version: the ensemble must run the composing models written together with it.
-        return f"    {{\n      model_name: {_quote(model)}\n      model_version: {version}\n{maps}    }}"
+@dataclass(frozen=True)
+class Step:
+    """One step of a scheduled ensemble: a model and the tensors it reads and writes, by their ensemble names."""
 
-    steps = ",\n".join(
-        [
-            step(GBT_MODEL, [FEATURES_INPUT], [P_GBT_OUTPUT]),
-            step(SEQ_MODEL, [FEATURES_INPUT, SEQUENCE_INPUT], [P_SEQ_OUTPUT]),
-            step(COMBINER_MODEL, [P_GBT_OUTPUT, P_SEQ_OUTPUT], [SCORE_OUTPUT]),
-        ]
-    )
+    model: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def scheduled_ensemble_config(
+    *, name: str, max_batch_size: int, version: int, inputs: Sequence[Tensor], outputs: Sequence[Tensor],
+    steps: Sequence[Step],
+) -> str:
+    """An `ensemble_scheduling` model over `steps`, each composing model pinned to `version`."""
+
+    def step(s: Step) -> str:
+        # Step-local and ensemble tensor names are identical on purpose: one name per tensor end to end.
+        maps = "".join(f"      input_map {{ key: {_quote(t)} value: {_quote(t)} }}\n" for t in s.inputs)
+        maps += "".join(f"      output_map {{ key: {_quote(t)} value: {_quote(t)} }}\n" for t in s.outputs)
+        # Pinned version: the ensemble must run the composing models written together with it.
+        return f"    {{\n      model_name: {_quote(s.model)}\n      model_version: {version}\n{maps}    }}"
+
     text = f'name: {_quote(name)}\nplatform: "ensemble"\nmax_batch_size: {max_batch_size}\n'
-    text += _tensors(
-        "input", [Tensor(FEATURES_INPUT, (n_features,)), Tensor(SEQUENCE_INPUT, (seq_len, seq_features))]
-    )
-    text += _tensors("output", [Tensor(n, (1,)) for n in (SCORE_OUTPUT, P_GBT_OUTPUT, P_SEQ_OUTPUT)])
-    text += f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n"
+    text += _tensors("input", inputs) + _tensors("output", outputs)
+    text += "ensemble_scheduling {\n  step [\n" + ",\n".join(step(s) for s in steps) + "\n  ]\n}\n"
     text += _parameters({"version": str(version)})
     return text
 
 
+def ensemble_config(
+    *, max_batch_size: int, version: int, n_features: int, seq_len: int, seq_features: int,
+    name: str = ENSEMBLE_MODEL,
+) -> str:
+    """The fraud graph: fraud_gbt and fraud_seq side by side, fraud_combiner after them."""
+    return scheduled_ensemble_config(
+        name=name,
+        max_batch_size=max_batch_size,
+        version=version,
+        inputs=[Tensor(FEATURES_INPUT, (n_features,)), Tensor(SEQUENCE_INPUT, (seq_len, seq_features))],
+        outputs=[Tensor(n, (1,)) for n in (SCORE_OUTPUT, P_GBT_OUTPUT, P_SEQ_OUTPUT)],
+        steps=[
+            Step(GBT_MODEL, (FEATURES_INPUT,), (P_GBT_OUTPUT,)),
+            Step(SEQ_MODEL, (FEATURES_INPUT, SEQUENCE_INPUT), (P_SEQ_OUTPUT,)),
+            Step(COMBINER_MODEL, (P_GBT_OUTPUT, P_SEQ_OUTPUT), (SCORE_OUTPUT,)),
+        ],
+    )

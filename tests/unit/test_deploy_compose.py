@@ -21,6 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
+from scoring.scenarios import registry
 from tests.helpers import load_module
 
 pytestmark = pytest.mark.unit
@@ -196,9 +197,9 @@ def test_each_triton_mounts_the_repository_of_its_device_written_by_make_triton_
         assert Path(source).parent == Path("../../artifacts")
         assert builder.CONTAINER_REPOSITORIES[Path(source).name] is gpu, f"{name} mounts the wrong device's models"
         assert "--model-repository=/models" in service["command"]
-    filter_mounts = dict(_bind_mounts(compose["services"]["filter-model"]))
-    assert filter_mounts == {"../../artifacts/models/filter": compose["services"]["filter-model"]["environment"][
-        "FILTER_MODEL_DIR"]}
+    filter_model = compose["services"]["filter-model"]
+    assert dict(_bind_mounts(filter_model)) == _scenario_filters(
+        filter_model["environment"], "FILTER_MODEL_DIR", "FILTER_SCENARIO_MODEL_DIRS")
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             if isinstance(volume, dict) and "artifacts" in volume["source"]:
@@ -208,6 +209,23 @@ def test_each_triton_mounts_the_repository_of_its_device_written_by_make_triton_
     assert plan.returncode == 0, plan.stderr
     assert "deploy/triton_repository.py --artifacts artifacts" in plan.stdout
     assert "scoring train --if-missing" in plan.stdout, "make triton-repo trains first when the models are missing"
+
+
+def test_the_gateway_mounts_every_scenario_s_filter_where_the_filter_service_has_it(compose) -> None:
+    """The last resort of each scenario is its filter's fallback model: the same folders as the filter service's."""
+    gateway = compose["services"]["gateway"]
+    mounts = dict(_bind_mounts(gateway))
+    assert mounts == _scenario_filters(gateway["environment"], "GATEWAY_FALLBACK_MODEL_DIR",
+                                       "GATEWAY_SCENARIO_MODEL_DIRS")
+    assert mounts == dict(_bind_mounts(compose["services"]["filter-model"]))
+
+
+def _scenario_filters(environment: dict[str, Any], default_variable: str, others_variable: str) -> dict[str, str]:
+    """{host folder: container folder} of every scenario's filter, as one service's environment places them."""
+    others = json.loads(environment[others_variable])
+    assert set(others) == {s.name for s in registry.SCENARIOS.values() if s is not registry.DEFAULT}, others_variable
+    folders = {registry.DEFAULT.name: environment[default_variable], **others}
+    return {f"../../artifacts/{registry.get(name).filter_dir}": folder for name, folder in folders.items()}
 
 
 def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from scoring.scenarios import registry
 from tests.helpers import load_module
 
 pytestmark = pytest.mark.unit
@@ -130,9 +131,11 @@ def test_the_models_image_copies_what_make_triton_repo_and_scoring_train_write()
     builder = load_module(ROOT / "deploy" / "triton_repository.py")
     ignore = MODELS_DOCKERFILE.with_name(MODELS_DOCKERFILE.name + ".dockerignore")
     sources = {source.rstrip("/") for source, _ in copy_sources(MODELS_DOCKERFILE)}
-    expected = {f"artifacts/{name}" for name in builder.CONTAINER_REPOSITORIES} | {"artifacts/models/filter"}
+    filters = {f"artifacts/{scenario.filter_dir}" for scenario in registry.SCENARIOS.values()}
+    expected = {f"artifacts/{name}" for name in builder.CONTAINER_REPOSITORIES} | filters
     assert sources == expected
-    # scoring train writes the filter folder; make triton-repo the repositories (it trains first when needed).
+    # scoring train writes every scenario's filter folder; make triton-repo the repositories (it trains first when
+    # needed).
     plan = subprocess.run(["make", "-n", "triton-repo"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "deploy/triton_repository.py" in plan.stdout and "scoring train" in plan.stdout
     for source in sources:

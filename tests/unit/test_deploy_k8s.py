@@ -10,6 +10,7 @@ Services that select real pods and ports, the GPU and external-Redis overlays.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
+from scoring.scenarios import registry
 
 pytestmark = pytest.mark.unit
 
@@ -176,25 +179,37 @@ def test_redis_is_a_statefulset_with_its_own_volume_and_appendonly(rendered) -> 
     assert redis["spec"]["serviceName"] in by_kind(rendered["base"], "Service")
 
 
-def test_models_reach_triton_and_the_filter_from_the_models_image(rendered) -> None:
+def test_models_reach_triton_the_filter_and_the_gateway_from_the_models_image(rendered) -> None:
     dockerfile = (K8S / "models.Dockerfile").read_text()
-    destinations = set(re.findall(r"^COPY \S+ (\S+)$", dockerfile, re.M))
+    copies = {destination: source for source, destination in re.findall(r"^COPY (\S+) (\S+)$", dockerfile, re.M)}
     deployments = by_kind(rendered["base"], "Deployment")
-    for name, volume_path in (("triton", "/models"), ("filter-model", "/models/filter")):
+    # Every scenario's filter folder: the filter serves it, the gateway's last resort is its fallback.
+    filters = {f"/{s.filter_dir}" for s in registry.SCENARIOS.values()}
+    for name, served_paths in (("triton", {"/models"}), ("filter-model", filters), ("gateway", filters)):
         pod = deployments[name]["spec"]["template"]["spec"]
-        (init,) = pod["initContainers"]
         (container,) = pod["containers"]
-        assert init["image"].startswith("scoring-graph-models:")
-        source, destination = init["args"]
-        assert source.removesuffix(".") in destinations, f"{name} copies {source}, not in the models image"
-        (init_mount,) = [m for m in init["volumeMounts"] if m["mountPath"] == destination.rstrip("/")]
-        (served,) = [m for m in container["volumeMounts"] if m["name"] == init_mount["name"]]
-        assert served["mountPath"] == volume_path and served["readOnly"] is True
+        copied = set()
+        for init in pod["initContainers"]:
+            assert init["image"].startswith("scoring-graph-models:")
+            source, destination = init["args"]
+            image_folder = source.removesuffix(".")
+            assert image_folder in copies, f"{name} copies {source}, not in the models image"
+            (init_mount,) = [m for m in init["volumeMounts"] if m["mountPath"] == destination.rstrip("/")]
+            (served,) = [m for m in container["volumeMounts"] if m["name"] == init_mount["name"]]
+            assert served["readOnly"] is True
+            if name != "triton":  # a filter folder lands where the artifacts folder it was built from says
+                assert copies[image_folder] == f"artifacts{served['mountPath']}/", f"{name}: {served['mountPath']}"
+            copied.add(served["mountPath"])
+        assert copied == served_paths, name
     (triton,) = deployments["triton"]["spec"]["template"]["spec"]["containers"]
     assert "--model-repository=/models" in triton["args"]
-    (filter_container,) = deployments["filter-model"]["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value") for e in filter_container["env"]}
-    assert env["FILTER_MODEL_DIR"] == "/models/filter"
+    other_scenarios = {s.name: f"/{s.filter_dir}" for s in registry.SCENARIOS.values() if s is not registry.DEFAULT}
+    for name, prefix, default_variable in (("filter-model", "FILTER", "FILTER_MODEL_DIR"),
+                                           ("gateway", "GATEWAY", "GATEWAY_FALLBACK_MODEL_DIR")):
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env[default_variable] == "/models/filter"
+        assert json.loads(env[f"{prefix}_SCENARIO_MODEL_DIRS"]) == other_scenarios, name
 
 
 def test_triton_runs_the_compose_command_plus_connection_ageing(rendered) -> None:

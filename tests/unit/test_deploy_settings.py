@@ -43,7 +43,13 @@ CONTAINER_VALUES: dict[tuple[str, str], tuple[Any, str]] = {
     ("FeatureSettings", "redis_url"): ("redis://redis:6379/0", "Redis's DNS name"),
     ("FilterSettings", "model_dir"): (Path("/models/filter"), "where compose mounts and k8s copies the model files"),
     ("GatewaySettings", "fallback_model_dir"): (Path("/models/filter"), "the same filter files, for the last resort"),
+    ("FilterSettings", "scenario_model_dirs"): ({"market": Path("/models/market/filter")},
+                                                "every other scenario's filter, mounted and copied as fraud's is"),
+    ("GatewaySettings", "scenario_model_dirs"): ({"market": Path("/models/market/filter")},
+                                                 "the same filter files, for those scenarios' last resort"),
 }
+# The variables naming the other scenarios' filter folders, which compose, k8s and the launcher set alike.
+SCENARIO_DIR_VARIABLES = {"filter-model": "FILTER_SCENARIO_MODEL_DIRS", "gateway": "GATEWAY_SCENARIO_MODEL_DIRS"}
 
 
 @dataclass(frozen=True)
@@ -368,6 +374,33 @@ def test_the_launcher_sets_only_variables_the_services_read_with_the_same_ports(
             assert value == compose_env[name], name
         elif name.endswith("_ADDRESS"):
             assert _host_port(value)[1] == _host_port(str(compose_env[name]))[1], name
+
+
+def test_containers_serve_every_scenario_the_launcher_serves_from_the_same_artifacts_folders(
+    compose, k8s, tmp_path, monkeypatch
+) -> None:
+    """With every scenario trained, `scoring up` names the same scenarios; a container's folder is the artifacts
+    folder's path under /, as fraud's /models/filter is artifacts/models/filter."""
+    import json
+
+    from scoring.launcher import Stack, StackConfig
+    from scoring.scenarios import registry
+
+    for scenario in registry.SCENARIOS.values():
+        (tmp_path / scenario.filter_dir).mkdir(parents=True)
+        (tmp_path / scenario.filter_dir / "filter.json").write_text("{}")
+    for variable in SCENARIO_DIR_VARIABLES.values():
+        monkeypatch.delenv(variable, raising=False)
+    launcher = Stack(StackConfig(artifacts=tmp_path)).service_env()
+    deployments = {d["metadata"]["name"]: c for _, (d, c) in k8s_containers(k8s).items()}
+    for service, variable in SCENARIO_DIR_VARIABLES.items():
+        served = json.loads(str(compose_environment(compose["services"][service])[variable]))
+        local = json.loads(launcher[variable])
+        assert set(served) == set(local) == {s.name for s in registry.SCENARIOS.values() if s is not registry.DEFAULT}
+        for name, folder in served.items():
+            assert Path(folder) == Path("/") / registry.get(name).filter_dir == Path("/") / Path(
+                local[name]).relative_to(tmp_path.resolve()), f"{service}: {name}"
+        assert json.loads(k8s_environment(deployments[service])[variable]["value"]) == served
 
 
 def test_stop_grace_periods_outlast_the_services_shutdown_grace(compose, k8s) -> None:

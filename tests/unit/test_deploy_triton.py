@@ -1,17 +1,17 @@
 """The container target of the Triton model repository and the Triton image it runs in.
 
 `make triton-repo` (deploy/triton_repository.py) is run here on small ONNX models shaped like the exporters' (always)
-and its output in artifacts/ is checked too (when a training run left one): every model that the ensemble names
+and its output in artifacts/ is checked too (when a training run left one): every model that an ensemble names
 exists with its version folder and its files, every config.pbtxt parses with Triton's own `model_config.proto`
 (from tritonclient: an unknown key is an error), tensors agree from step to step, and each ONNX file loads in ONNX
-Runtime with the config's tensor names and shapes. The pinned image's ONNX Runtime must read the files' IR version
+Runtime with the config's tensor names and shapes (tests/triton_checks.py; the market scenario's models are checked
+on real trained models in test_market_container.py). The pinned image's ONNX Runtime must read the files' IR version
 and opsets, and every tritonserver flag that compose and Kubernetes pass must exist in Triton 2.51 (the image's
 version, the same as the tritonserver binary that the nvidia-pytriton wheel bundles).
 """
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import json
 import re
@@ -23,22 +23,18 @@ import numpy as np
 import pytest
 import yaml
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from scoring.scenarios.fraud import features as F
 from services.ensemble.repository import ENSEMBLE_MODEL
+from tests.triton_checks import onnx_problems, parse_config, repository_problems
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
-# Triton's compatibility matrix (triton-inference-server/server, docs/introduction/compatibility.md): release 24.10
-# is Triton 2.51.0 with ONNX Runtime 1.19.2, which reads ONNX IR version <= 10 and opsets ai.onnx <= 21,
-# ai.onnx.ml <= 4 (ONNX 1.16's). 2.51.0 is also the bundled local binary's version, so the config keys and flags
-# that the local target runs with are the image's.
+# Release 24.10 is Triton 2.51.0 (with ONNX Runtime 1.19.2: tests/triton_checks.py), also the bundled local binary's
+# version, so the config keys and flags that the local target runs with are the image's.
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
-ORT_MAX_IR_VERSION = 10
-ORT_MAX_OPSET = {"": 21, "ai.onnx": 21, "ai.onnx.ml": 4}
 N_FEATURES, SEQ_LEN, SEQ_FEATURES = len(F.FEATURE_NAMES), F.SEQ_LEN, len(F.SEQ_FEATURE_NAMES)
 
 
@@ -98,93 +94,6 @@ def synthetic_onnx(folder: Path) -> tuple[Path, Path]:
         [numpy_helper.from_array(rng.normal(size=(width, 1)).astype(np.float32) * 0.1, "w")],
     )
     return save(gbt, folder / "gbt.onnx", 15), save(seq, folder / "lstm.onnx", 17)
-
-
-def parse_config(path: Path) -> model_config_pb2.ModelConfig:
-    config = model_config_pb2.ModelConfig()
-    text_format.Parse(path.read_text(), config)  # raises ParseError on any key Triton's proto does not have
-    return config
-
-
-def repository_problems(repository: Path, gpu: bool) -> list[str]:
-    """What in a container-target repository Triton would refuse, or serve wrongly."""
-    import onnx
-    import onnxruntime as ort
-
-    problems: list[str] = []
-    configs = {}
-    for folder in sorted(p for p in repository.iterdir() if p.is_dir()):
-        config = parse_config(folder / "config.pbtxt")
-        if config.name != folder.name:
-            problems.append(f"{folder.name}: config names {config.name!r}")
-        configs[folder.name] = config
-    ensemble = configs.get(ENSEMBLE_MODEL)
-    if ensemble is None:
-        return [f"no {ENSEMBLE_MODEL} in {repository}"]
-    if ensemble.platform != "ensemble" or not (repository / ENSEMBLE_MODEL / "1").is_dir():
-        problems.append(f"{ENSEMBLE_MODEL}: not an ensemble with a version folder")
-    dims = {t.name: list(t.dims) for t in ensemble.input}
-    available = set(dims)
-    for step in ensemble.ensemble_scheduling.step:
-        model = configs.get(step.model_name)
-        version_dir = repository / step.model_name / str(step.model_version)
-        if model is None or not version_dir.is_dir():
-            problems.append(f"the ensemble names {step.model_name} v{step.model_version}, which is not there")
-            continue
-        inputs = {t.name: list(t.dims) for t in model.input}
-        outputs = {t.name: list(t.dims) for t in model.output}
-        if set(step.input_map) != set(inputs) or set(step.output_map) != set(outputs):
-            problems.append(f"{step.model_name}: step maps {dict(step.input_map)} / {dict(step.output_map)}")
-        for model_tensor, ensemble_tensor in step.input_map.items():
-            if ensemble_tensor not in available:
-                problems.append(f"{step.model_name} reads {ensemble_tensor} before any step writes it")
-            elif dims.get(ensemble_tensor, inputs.get(model_tensor)) != inputs.get(model_tensor):
-                problems.append(f"{step.model_name}.{model_tensor} dims {inputs.get(model_tensor)}")
-        for model_tensor, ensemble_tensor in step.output_map.items():
-            available.add(ensemble_tensor)
-            dims.setdefault(ensemble_tensor, outputs[model_tensor])
-        kinds = [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in model.instance_group]
-        if model.backend == "onnxruntime":
-            if kinds != ["KIND_GPU" if gpu else "KIND_CPU"]:
-                problems.append(f"{step.model_name}: instance kinds {kinds}, gpu={gpu}")
-            problems += onnx_problems(version_dir / "model.onnx", model, onnx, ort)
-        elif model.backend == "python":
-            source = version_dir / "model.py"
-            classes = [n.name for n in ast.walk(ast.parse(source.read_text())) if isinstance(n, ast.ClassDef)]
-            if "TritonPythonModel" not in classes:
-                problems.append(f"{source}: no TritonPythonModel")
-        else:
-            problems.append(f"{step.model_name}: unexpected backend {model.backend!r}")
-    missing = {t.name for t in ensemble.output} - available
-    if missing:
-        problems.append(f"ensemble outputs {sorted(missing)} are produced by no step")
-    return problems
-
-
-def onnx_problems(path: Path, config: Any, onnx: Any, ort: Any) -> list[str]:
-    problems = []
-    model = onnx.load(str(path))
-    if model.ir_version > ORT_MAX_IR_VERSION:
-        problems.append(f"{path}: IR version {model.ir_version} > {ORT_MAX_IR_VERSION} (ONNX Runtime 1.19)")
-    for opset in model.opset_import:
-        limit = ORT_MAX_OPSET.get(opset.domain)
-        if limit is None or opset.version > limit:
-            problems.append(f"{path}: opset {opset.domain or 'ai.onnx'} {opset.version} beyond ONNX Runtime 1.19")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    # The onnxruntime backend binds config tensors to ONNX tensors by name, batch dimension first.
-    inputs = {i.name: i.shape for i in session.get_inputs()}
-    expected = {t.name: list(t.dims) for t in config.input}
-    if set(inputs) != set(expected) or any(len(inputs[n]) != len(d) + 1 for n, d in expected.items()):
-        return problems + [f"{path}: inputs {inputs}, config {expected}"]
-    if [o.name for o in session.get_outputs()] != [t.name for t in config.output]:
-        problems.append(f"{path}: outputs {[o.name for o in session.get_outputs()]}")
-    batch = 7
-    rng = np.random.default_rng(1)
-    feeds = {n: rng.normal(size=(batch, *d)).astype(np.float32) for n, d in expected.items()}
-    (result,) = session.run(None, feeds)
-    if result.shape != (batch, 1) or result.dtype != np.float32 or not np.all((result >= 0) & (result <= 1)):
-        problems.append(f"{path}: output {result.shape} {result.dtype}, not probabilities [N, 1] float32")
-    return problems
 
 
 @pytest.fixture(scope="module")
