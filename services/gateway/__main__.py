@@ -66,7 +66,7 @@ async def main() -> None:
         decrease=settings.admission_decrease,
     )
 
-    def micro_batcher(of: Cascade, concat: Any = None) -> MicroBatcher:
+    def micro_batcher(of: Cascade, concat: Any = None, scenario: str = registry.DEFAULT.name) -> MicroBatcher:
         return MicroBatcher(
             of,
             max_batch=settings.max_batch_events,
@@ -76,6 +76,7 @@ async def main() -> None:
             features_inflight_batches=settings.features_inflight_batches,
             admission=admission,
             concat=concat,
+            scenario=scenario,
         )
 
     batcher = micro_batcher(cascade)
@@ -95,7 +96,7 @@ async def main() -> None:
             breaker_min_streak_s=settings.breaker_min_streak_ms / 1e3,
             unfiltered_max=settings.unfiltered_ensemble_max,
         )
-        other_batcher = micro_batcher(other_cascade, sv.concat_items)
+        other_batcher = micro_batcher(other_cascade, sv.concat_items, name)
         other_submitter: Submitter = other_batcher
         if settings.dedup_window_s > 0:
             other_submitter = RecentAnswers(other_batcher, window_s=settings.dedup_window_s,

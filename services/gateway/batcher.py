@@ -162,6 +162,7 @@ class MicroBatcher:
         features_inflight_batches: int = 1,
         admission: AdmissionLimit | None = None,
         concat: Callable[[list[Any]], Any] | None = None,
+        scenario: str = "default",
     ) -> None:
         self.cascade = cascade
         # Builds a micro-batch from queued items: fraud's columns by default; another scenario's batch type
@@ -180,8 +181,8 @@ class MicroBatcher:
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
-        M.INFLIGHT_BATCHES.set_function(lambda: self._inflight)
-        M.QUEUED_EVENTS.set_function(lambda: self._queued_events)
+        M.INFLIGHT_BATCHES.labels(scenario).set_function(lambda: self._inflight)
+        M.QUEUED_EVENTS.labels(scenario).set_function(lambda: self._queued_events)
 
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="micro-batcher")

@@ -17,8 +17,9 @@ EVENTS = Counter("scoring_gateway_events_total", "Events answered, by deciding s
 DEGRADED = Counter("scoring_gateway_degraded_total", "Degraded answers, by reason", ["reason"])
 ERRORS = Counter("scoring_gateway_errors_total", "Events answered with an error, by gRPC code", ["code"])
 BATCH_SIZE = Histogram("scoring_gateway_batch_events", "Events per downstream micro-batch", buckets=BATCH_BUCKETS)
-INFLIGHT_BATCHES = Gauge("scoring_gateway_inflight_batches", "Micro-batches in flight")
-QUEUED_EVENTS = Gauge("scoring_gateway_queued_events", "Events waiting for a micro-batch")
+# One micro-batcher per scenario, each its own series (one unlabelled gauge would show whichever was built last).
+INFLIGHT_BATCHES = Gauge("scoring_gateway_inflight_batches", "Micro-batches in flight", ["scenario"])
+QUEUED_EVENTS = Gauge("scoring_gateway_queued_events", "Events waiting for a micro-batch", ["scenario"])
 BREAKER_STATE = Gauge(
     "scoring_gateway_breaker_state", "Circuit breaker per stage: 0 closed, 1 half-open, 2 open", ["stage"]
 )

@@ -57,7 +57,10 @@ async def test_every_metrics_endpoint_moves_when_events_are_scored(stack, gatewa
         g0, "scoring_gateway_errors_total", code="INVALID_ARGUMENT") + 1
     for stage in ("features", "filter", "ensemble"):
         assert ("scoring_gateway_breaker_state", (("stage", stage),)) in g1
-    assert ("scoring_gateway_inflight_batches", ()) in g1 and ("scoring_gateway_fold_backlog_events", ()) in g1
+    assert ("scoring_gateway_fold_backlog_events", ()) in g1
+    # One series per scenario's micro-batcher (the stack serves both).
+    assert {("scoring_gateway_inflight_batches", (("scenario", s),)) for s in ("fraud", "market")} <= set(g1)
+    assert ("scoring_gateway_queued_events", (("scenario", "fraud"),)) in g1
 
     f0, f1 = before["feature_service"], after["feature_service"]
     assert _total(f1, "scoring_features_events_total") - _total(f0, "scoring_features_events_total") >= 40

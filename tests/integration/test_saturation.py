@@ -17,7 +17,6 @@ events) 35% full. The floor of 75% sits between the two, well clear of each.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -107,13 +106,15 @@ async def test_a_stream_as_fast_as_the_gateway_takes_it_is_answered_in_full_and_
     result = ReplayResult()
     stop = asyncio.Event()
     labels = asyncio.create_task(_labels_every_100ms(saturated.gateway_address, result, stop))
-    started = time.monotonic()
     await replay_stream(saturated.gateway_address, _events(artifacts, "s-"), 0, timeout_s=600, result=result)
     stop.set()
     accepted = await labels
     _check(result, "ScoreStream, one event a message, as fast as it goes")
-    # Every call accepted, every label of it known: none lost to the load.
-    assert len(accepted) >= (time.monotonic() - started) / 0.5, f"only {len(accepted)} label calls went through"
+    # Every call accepted, every label of it known: none lost to the load. The label loop kept up with the answers:
+    # a call for every 500 answered in full, but for the last one or two (ids that came after its last look); not a
+    # rate, since how many answers a second are full is the machine's.
+    possible = len(result.full_ids) // 500
+    assert len(accepted) >= possible - 2, f"only {len(accepted)} label calls of {possible} possible went through"
     assert accepted and all(a == 500 for a in accepted), accepted
     growth_mb = (gateway.memory_info().rss - rss_before) / 2**20
     print(f"gateway RSS grew {growth_mb:.0f} MiB; {len(accepted)} label calls of 500, all accepted")
