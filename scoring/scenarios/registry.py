@@ -35,12 +35,18 @@ class Scenario:
     # "module:Class" of what the gateway's binary cascade needs of its events (shapes, features an event carries
     # by itself); empty for a multi-class scenario, whose view is `serving`.
     edge: str = ""
+    # A multi-class scenario's "module:Class" for the filter service's model and the gateway's view (both built
+    # from the scenario's filter folder); empty for the default scenario, which the services serve on their own.
+    filter: str = ""
+    serving: str = ""
 
 
 FRAUD: Final = Scenario("fraud", "transaction", "transaction_id", "fraud_ensemble", "models/filter", "customer_id",
                         "scoring.scenarios.fraud.online:FraudFold", "scoring.scenarios.fraud.serving:FraudEdge")
 MARKET: Final = Scenario("market", "tick", "tick_id", "market_ensemble", "models/market/filter", "symbol",
-                         "scoring.scenarios.market.online:MarketFold")
+                         "scoring.scenarios.market.online:MarketFold",
+                         filter="scoring.scenarios.market.serving:MarketFilter",
+                         serving="scoring.scenarios.market.serving:MarketServing")
 SCENARIOS: Final = {s.name: s for s in (FRAUD, MARKET)}
 BY_EVENT_FIELD: Final = {s.event_field: s for s in SCENARIOS.values()}
 DEFAULT: Final = FRAUD
@@ -78,19 +84,17 @@ def edge(name: str) -> Any:
 
 def filter_model(name: str, model_dir: Path) -> object:
     """The filter service's model of a scenario other than the default (`predict(features, self_contained_only)`
-    -> class probabilities [n, classes], `threshold`, `version`, `n_features`)."""
-    if get(name) is MARKET:
-        from scoring.scenarios.market.serving import MarketFilter
-
-        return MarketFilter(model_dir)
-    raise KeyError(f"scenario {name!r} has no filter of its own kind")
+    -> class probabilities [n, classes], `threshold`, `version`, `n_features`, `pass_score`)."""
+    scenario = get(name)
+    if not scenario.filter:
+        raise KeyError(f"scenario {name!r} has no filter of its own kind")
+    return _load(scenario.filter)(model_dir)
 
 
 def serving(name: str, filter_dir: Path) -> object:
     """The gateway's view of a multi-class scenario (`services.gateway.class_cascade.Serving` and the edge:
     validate, event_id, respond, error, concat_items, dedup_key)."""
-    if get(name) is MARKET:
-        from scoring.scenarios.market.serving import MarketServing
-
-        return MarketServing(filter_dir)
-    raise KeyError(f"scenario {name!r} is served by the gateway's own cascade")
+    scenario = get(name)
+    if not scenario.serving:
+        raise KeyError(f"scenario {name!r} is served by the gateway's own cascade")
+    return _load(scenario.serving)(filter_dir)

@@ -87,7 +87,7 @@ async def main() -> None:
     for name, model_dir in settings.scenario_model_dirs.items():
         scenario = registry.get(name)
         sv: Any = registry.serving(name, model_dir)
-        other_ensemble = EnsembleClient(settings.triton_address, scenario.triton_model, classes=3)
+        other_ensemble = EnsembleClient(settings.triton_address, scenario.triton_model, classes=sv.classes)
         other_cascade = ClassCascade(
             sv, features, filter_client, other_ensemble, budget_s,
             StageShares(settings.features_share, settings.filter_share, settings.ensemble_share),

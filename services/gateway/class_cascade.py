@@ -41,6 +41,7 @@ class Serving(Protocol):
     """What the gateway needs of a multi-class scenario."""
 
     name: str
+    classes: int
     n_features: int
     seq_shape: tuple[int, int]
     idle_class: int

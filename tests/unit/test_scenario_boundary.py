@@ -37,8 +37,13 @@ def test_no_service_imports_a_scenario_s_features_or_the_market_scenario() -> No
 
 def test_the_registry_gives_every_scenario_a_fold_and_the_default_an_edge() -> None:
     for scenario in registry.SCENARIOS.values():
-        module, name = scenario.online.split(":")
-        assert hasattr(__import__(module, fromlist=[name]), name), scenario.online
+        # A scenario's plug-ins are named by path: a new scenario is a folder and a line here, no service changed.
+        paths = [scenario.online, scenario.edge] if scenario is registry.DEFAULT else [
+            scenario.online, scenario.filter, scenario.serving]
+        for path in paths:
+            module, name = path.split(":")
+            assert module.startswith(f"scoring.scenarios.{scenario.name}."), path
+            assert hasattr(__import__(module, fromlist=[name]), name), path
     edge = registry.edge(registry.DEFAULT.name)
     assert edge.n_features > 0 and len(edge.seq_shape) == 2
     with pytest.raises(KeyError):

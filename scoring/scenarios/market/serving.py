@@ -162,6 +162,7 @@ class MarketServing:
     """The gateway's view of the market scenario (`services.gateway.class_cascade.Serving`)."""
 
     name = "market"
+    classes = len(CLASS_NAMES)
     n_features = len(MF.FEATURE_NAMES)
     seq_shape = (MF.SEQ_LEN, len(MF.SEQ_FEATURE_NAMES))
     idle_class = FLAT
