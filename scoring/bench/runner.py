@@ -321,6 +321,10 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
                                      rates=tuple(config.rates or STANDARD_TICK_RATES))
             result["sweeps"]["ticks"] = ticks
             summary.append(format_tick_sweep(ticks))
+            from scoring.bench.ticks import format_window_ab, window_rebuild_ab
+
+            result["window_rebuild_us"] = window_rebuild_ab()
+            summary.append(format_window_ab(result["window_rebuild_us"]))
 
         if config.standard and stack is not None and stack.tracing:
             print("tracing overhead: saturated ScoreBatchStream, tracing off and at the default sampling ...",

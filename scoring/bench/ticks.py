@@ -95,6 +95,37 @@ async def tick_sweep(gateway: str, tag: str, *, rates: tuple[float, ...] = STAND
             "criteria": {"p99_ms": budget_ms, "min_full_share": 0.99, "min_ensemble_share": min_ensemble_share}}
 
 
+def window_rebuild_ab(sizes: tuple[int, ...] = (40, 500), repeat: int = 50) -> dict[str, dict[str, float]]:
+    """The feature service's window rebuild per tick (µs), tick by tick (the reference) and over arrays (served),
+    on 100 symbols with full rings: the A/B row of the array version."""
+    import numpy as np
+
+    from scoring.scenarios.market import features as MF
+    from scoring.scenarios.market.online import TickBatch, windows, windows_by_tick
+
+    frame = simulate(MarketConfig(n_symbols=100, ticks_per_symbol=max(sizes) // 100 + 40, seed=29))
+    raw = MF.raw_matrix(frame)
+    out: dict[str, dict[str, float]] = {}
+    for n in sizes:
+        batch = TickBatch(frame["tick_id"].astype(str).tolist()[:n], frame["symbol"].tolist()[:n], raw[:, :n])
+        status = np.full(n, MF.FOLDED, dtype=np.int8)
+        before = {s: np.zeros((MF.WINDOW, len(MF.RAW_FIELDS))).tobytes() for s in set(batch.symbol)}
+        row = {}
+        for name, rebuild in (("by_tick", windows_by_tick), ("arrays", windows)):
+            started = time.perf_counter()
+            for _ in range(repeat):
+                rebuild(batch, status, before)
+            row[name] = (time.perf_counter() - started) / repeat / n * 1e6
+        out[str(n)] = row
+    return out
+
+
+def format_window_ab(ab: dict[str, dict[str, float]]) -> str:
+    rows = "; ".join(f"batch of {n}: {r['by_tick']:.1f} us a tick by tick, {r['arrays']:.1f} over arrays"
+                     for n, r in ab.items())
+    return f"tick window rebuild in the feature service (A/B): {rows}."
+
+
 def format_tick_sweep(sweep: dict[str, Any]) -> str:
     best = sweep["highest_passing_rate"]
     rows = ", ".join(f"{s['rate']:,.0f}/s p99 {s['p99_ms']:.2f} ms full {s['full_share']:.1%} ensemble "

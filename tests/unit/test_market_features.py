@@ -11,7 +11,7 @@ from scoring.common.errors import FieldError
 from scoring.scenarios.market import features as MF
 from scoring.scenarios.market import labels as ML
 from scoring.scenarios.market import models as MM
-from scoring.scenarios.market.online import TickBatch, windows
+from scoring.scenarios.market.online import TickBatch, windows, windows_by_tick
 from scoring.scenarios.market.serving import validate_tick
 from scoring.scenarios.market.simulator import MarketConfig, simulate, with_feed_faults
 from scoring.v1 import types_pb2
@@ -61,6 +61,29 @@ def test_online_windows_rebuilt_from_rings_equal_the_offline_windows() -> None:
                 rings[batch.symbol[i]] = np.ascontiguousarray(w[:, i, MF.WINDOW - k :].T, "<f8").tobytes()
     keep = status != MF.STALE
     np.testing.assert_array_equal(np.concatenate(got)[keep], expected[keep])
+
+
+@pytest.mark.parametrize("cut", [1, 7, 37, 500])
+def test_windows_over_arrays_equal_the_tick_by_tick_rebuild(cut: int) -> None:
+    """The served rebuild against the reference, on a feed with duplicates, gaps and reordering, cut into batches
+    of several sizes (a symbol's duplicates, gaps and folds within one batch)."""
+    feed = with_feed_faults(simulate(MarketConfig(n_symbols=7, ticks_per_symbol=300, seed=cut)), duplicates=0.08,
+                            gaps=0.05, reorders=0.05, seed=cut)
+    _, _, status = MF.compute_offline(feed)
+    assert (status == MF.DUPLICATE).any() and (status == MF.GAP).any() and (status == MF.STALE).any()
+    raw, ids, symbols = MF.raw_matrix(feed), feed["tick_id"].astype(str).tolist(), feed["symbol"].tolist()
+    rings: dict[str, bytes] = {}
+    for lo in range(0, len(feed), cut):
+        batch = TickBatch(ids[lo : lo + cut], symbols[lo : lo + cut], raw[:, lo : lo + cut])
+        before = {s: rings.get(s, b"") for s in set(batch.symbol)}
+        w_ref, valid_ref = windows_by_tick(batch, status[lo : lo + cut], before)
+        w, valid = windows(batch, status[lo : lo + cut], before)
+        np.testing.assert_array_equal(valid, valid_ref)
+        np.testing.assert_array_equal(w, w_ref)
+        for i in range(len(batch)):
+            if status[lo + i] in (MF.FOLDED, MF.GAP):
+                k = int(valid_ref[i].sum())
+                rings[batch.symbol[i]] = np.ascontiguousarray(w_ref[:, i, MF.WINDOW - k :].T, "<f8").tobytes()
 
 
 def test_labels_are_up_down_beyond_the_half_spread_and_none_at_the_end() -> None:

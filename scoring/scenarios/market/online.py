@@ -68,7 +68,73 @@ class TickBatch:
 def windows(batch: TickBatch, status: np.ndarray, before: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
     """Each tick's window ([len(RAW_FIELDS), n, WINDOW] and its valid mask), rebuilt from the symbols' rings
     before the batch and the batch's own ticks, as ticks.lua folded them. A stale tick's window is its own record
-    alone (its features are not used)."""
+    alone (its features are not used).
+
+    Over arrays, not tick by tick: every symbol's history (its ring, then the ticks of the batch folded into it)
+    is laid out in one array, each folded tick's window is a slice of it that starts at the symbol's start or at
+    its last gap, and one gather builds them all. Duplicates (rare) are rebuilt one by one."""
+    n = len(batch)
+    nf = len(MF.RAW_FIELDS)
+    w = np.zeros((nf, n, MF.WINDOW))
+    valid = np.zeros((n, MF.WINDOW), dtype=bool)
+    if n == 0:
+        return w, valid
+    code_of: dict[str, int] = {}
+    code = np.fromiter((code_of.setdefault(sym, len(code_of)) for sym in batch.symbol), dtype=np.int64, count=n)
+    ring_bytes = [before.get(sym) or b"" for sym in code_of]
+    ring_len = np.fromiter((len(b) for b in ring_bytes), dtype=np.int64, count=len(ring_bytes)) // (8 * nf)
+    ring_at = np.concatenate([[0], np.cumsum(ring_len)[:-1]])  # each symbol's ring in `rings`
+    rings = np.frombuffer(b"".join(ring_bytes), dtype="<f8").reshape(-1, nf)
+    appended = np.flatnonzero((status == MF.FOLDED) | (status == MF.GAP))
+    order = appended[np.argsort(code[appended], kind="stable")]  # appended ticks, by symbol, in batch order
+    per_symbol = np.bincount(code[order], minlength=len(ring_bytes))
+    base = np.concatenate([[0], np.cumsum(ring_len + per_symbol)[:-1]])  # where each symbol's history starts
+    first = np.concatenate([[0], np.cumsum(per_symbol)[:-1]])  # each symbol's first entry in `order`
+    c = code[order]
+    pos = base[c] + ring_len[c] + (np.arange(len(order)) - first[c])
+    # The histories as rows of `source` (the rings, then the batch's records), so one gather builds the windows.
+    source = np.concatenate([rings, batch.raw.T])
+    hist = np.empty(int((ring_len + per_symbol).sum()), dtype=np.int64)
+    hist[np.repeat(base - ring_at, ring_len) + np.arange(len(rings))] = np.arange(len(rings))
+    hist[pos] = len(rings) + order
+    # A window starts at its symbol's history or at the symbol's last gap so far (a gap restarts the ring); the
+    # symbols' histories are laid out in order, so one running maximum gives both.
+    start = np.maximum.accumulate(np.where(status[order] == MF.GAP, pos, base[c])) if len(order) else pos
+    if len(order):
+        at = pos[:, None] - (MF.WINDOW - 1) + np.arange(MF.WINDOW)
+        inside = at >= start[:, None]
+        rows = source[hist[np.maximum(at, 0)]]  # [m, WINDOW, nf]
+        rows[~inside] = 0.0
+        w[:, order, :] = rows.transpose(2, 0, 1)
+        valid[order] = inside
+    own = np.flatnonzero(status == MF.STALE)
+    w[:, own, -1] = batch.raw[:, own]
+    valid[own, -1] = True
+    seq_col = MF.RAW["sequence"]
+    last_entry = {}  # tick index -> its entry in `order`, for the duplicates' lookup
+    if np.any(status == MF.DUPLICATE):
+        last_entry = {int(i): k for k, i in enumerate(order)}
+    for i in np.flatnonzero(status == MF.DUPLICATE):
+        # The symbol's ring at this tick: the window of its last tick folded before it in the batch, else the ring
+        # the batch started from.
+        earlier = [j for j in order[code[order] == code[i]] if j < i]
+        if earlier:
+            k = last_entry[int(earlier[-1])]
+            ring = source[hist[max(int(start[k]), int(pos[k]) + 1 - MF.WINDOW) : int(pos[k]) + 1]]
+        else:
+            ring = rings[ring_at[code[i]] : ring_at[code[i]] + ring_len[code[i]]]
+        match = np.flatnonzero(ring[:, seq_col] == batch.raw[seq_col, i])
+        view = ring[: match[0] + 1] if len(match) else batch.raw[:, i][None, :]
+        w[:, i, :] = 0.0
+        w[:, i, MF.WINDOW - len(view) :] = view.T
+        valid[i] = False
+        valid[i, MF.WINDOW - len(view) :] = True
+    return w, valid
+
+
+def windows_by_tick(batch: TickBatch, status: np.ndarray, before: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """`windows`, tick by tick as ticks.lua folds them: the reference that the array version must equal (a unit
+    test) and the A/B row of the bench's tick mode."""
     n = len(batch)
     w = np.zeros((len(MF.RAW_FIELDS), n, MF.WINDOW))
     valid = np.zeros((n, MF.WINDOW), dtype=bool)
