@@ -86,6 +86,13 @@ def test_windows_over_arrays_equal_the_tick_by_tick_rebuild(cut: int) -> None:
                 rings[batch.symbol[i]] = np.ascontiguousarray(w_ref[:, i, MF.WINDOW - k :].T, "<f8").tobytes()
 
 
+def test_self_contained_features_equal_a_window_of_the_tick_alone() -> None:
+    feed = simulate(MarketConfig(n_symbols=5, ticks_per_symbol=400, seed=3))
+    rows = MF.raw_matrix(feed).T
+    assert set(np.unique(rows[:, MF.RAW["last_side"]])) == {0.0, MF.SIDE_BUY, MF.SIDE_SELL}
+    np.testing.assert_array_equal(MF.self_contained_features(rows), MF.self_contained_by_window(rows))
+
+
 def test_labels_are_up_down_beyond_the_half_spread_and_none_at_the_end() -> None:
     frame = _feed(list(range(1, 8)))
     frame["bid_price"] = [10.0, 10.0, 10.02, 10.02, 10.02, 9.98, 9.98]

@@ -55,6 +55,7 @@ SEQ_FEATURE_NAMES: Final = ("ofi_step", "mid_change", "signed_volume", "queue_im
 # The features a tick carries by itself: what the gateway can still use when the feature service is down.
 SELF_CONTAINED: Final = ("queue_imbalance", "microprice_minus_mid", "spread_ticks")
 SIDE_BUY, SIDE_SELL = 1, 2
+_COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
 def from_windows(windows: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +132,31 @@ def from_windows(windows: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np
 
 def self_contained_features(windows_last: np.ndarray) -> np.ndarray:
     """The feature vector with only the tick's own fields filled in (float64 [n, len(RAW_FIELDS)] -> float32
-    [n, len(FEATURE_NAMES)]): what the filter's fallback and the gateway's last resort read."""
+    [n, len(FEATURE_NAMES)]): what the filter's fallback and the gateway's last resort read.
+
+    Exactly what `from_windows` gives a window holding this tick alone (a unit test holds them equal), computed
+    directly: this runs on the gateway's event loop when the feature service is late, and a 32-tick window of
+    zeros through every aggregate cost the gateway more than the answers it was saving."""
+    r = windows_last
+    pb, qb, pa, qa = r[:, RAW["bid_price"]], r[:, RAW["bid_size"]], r[:, RAW["ask_price"]], r[:, RAW["ask_size"]]
+    safe_depth = np.maximum(qb + qa, 1.0)
+    mid_ticks = (pb + pa) * (0.5 / TICK_SIZE)
+    out = np.zeros((len(r), len(FEATURE_NAMES)), np.float64)
+    out[:, _COL["queue_imbalance"]] = qb / safe_depth
+    out[:, _COL["microprice_minus_mid"]] = ((pa * qb + pb * qa) / safe_depth) / TICK_SIZE - mid_ticks
+    out[:, _COL["spread_ticks"]] = (pa - pb) / TICK_SIZE
+    side = r[:, RAW["last_side"]]
+    sign = (side == SIDE_BUY) * 1.0 - (side == SIDE_SELL) * 1.0
+    signed = sign * r[:, RAW["last_size"]]
+    for k in SIGN_WINDOWS:
+        out[:, _COL[f"trade_sign_imbalance_{k}t"]] = signed / np.maximum(np.abs(signed), 1e-12)
+    out[:, _COL["trades_30t"]] = sign != 0
+    out[:, _COL["window_ticks"]] = 1.0
+    return out.astype(np.float32)
+
+
+def self_contained_by_window(windows_last: np.ndarray) -> np.ndarray:
+    """`self_contained_features` through `from_windows` (a window of the tick alone): the definition it must equal."""
     n = windows_last.shape[0]
     w = np.zeros((len(RAW_FIELDS), n, WINDOW))
     w[:, :, -1] = windows_last.T
