@@ -97,9 +97,9 @@ class ClassCascade(Cascade):
         timings: dict[str, float] = {}
 
         self_contained = False
+        request = sv.feature_request(batch)
         try:
             timeout = self._stage_timeout(cum[0], budget, started, deadline)
-            request = sv.feature_request(batch)
             features, sequences, status = await self._call(
                 "features", timeout, lambda t: self.features.fold_other(request, sv.n_features, t), timings
             )
@@ -111,6 +111,8 @@ class ClassCascade(Cascade):
         except StageError as exc:
             reasons = [exc.reason] * n
             self_contained = True
+            if exc.kind in ("exhausted", "circuit_open") and n:  # not sent: sent now, nobody waiting for it
+                self.features.fold_late(request)
             features = sv.self_contained(batch)
             sequences = np.zeros((n, *sv.seq_shape), dtype=np.float32)
         if features_done is not None:

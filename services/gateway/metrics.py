@@ -27,3 +27,9 @@ BREAKER_OPENED = Counter("scoring_gateway_breaker_opened_total", "Times a stage'
 FOLD_BACKLOG = Gauge("scoring_gateway_fold_backlog_events", "Events waiting to be folded into entity state")
 STAGE_NAMES = {1: "filter", 2: "ensemble", 3: "none"}
 BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
+LATE_FOLDS = Counter(
+    "scoring_gateway_late_folds_total",
+    "Batches of a scenario whose state must stay in order, sent to the feature service without waiting after "
+    "their budget ran out: folded, failed, or skipped (too many in flight)",
+    ["outcome"],
+)

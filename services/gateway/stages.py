@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from scoring.scenarios.fraud.events import EventBatch
 from scoring.v1 import features_pb2, features_pb2_grpc, filter_pb2, filter_pb2_grpc
+from services.gateway import metrics as M
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -98,10 +99,36 @@ class _TracedCall:
             self.span.set_status(trace.StatusCode.ERROR, f"{exc.code().name}: {exc.details()}")
 
 
+# Folds sent without waiting (`FeatureClient.fold_late`) in flight at once, at most: past it one is not sent.
+LATE_FOLDS_MAX = 64
+LATE_FOLD_TIMEOUT_S = 5.0
+
+
 class FeatureClient:
     def __init__(self, address: str) -> None:
         self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self.stub = features_pb2_grpc.FeatureServiceStub(self.channel)
+        self._late: set[asyncio.Future[features_pb2.FeatureResponse]] = set()
+
+    def fold_late(self, request: features_pb2.FeatureRequest) -> bool:
+        """Sends a batch that got no time for its features, only so that the state it folds into stays complete
+        and in order (a symbol's ring that missed a tick would flag the next one as a gap and restart its window;
+        such a batch cannot be folded later, after newer ticks). The call starts now, before any later batch's
+        (grpc.aio starts a call when it is made), and nobody waits for it. False when it was not sent (too many in
+        flight: the feature service is down or far behind)."""
+        if len(self._late) >= LATE_FOLDS_MAX:
+            M.LATE_FOLDS.labels("skipped").inc()
+            return False
+        call = asyncio.ensure_future(self.stub.UpdateAndGet(request, timeout=LATE_FOLD_TIMEOUT_S))
+        self._late.add(call)
+
+        def done(f: asyncio.Future[features_pb2.FeatureResponse]) -> None:
+            self._late.discard(f)
+            failed = f.cancelled() or f.exception() is not None
+            M.LATE_FOLDS.labels("failed" if failed else "folded").inc()
+
+        call.add_done_callback(done)
+        return True
 
     async def _fold(self, batch: EventBatch, timeout_s: float, *, fold_only: bool) -> features_pb2.FeatureResponse:
         request = features_pb2.FeatureRequest(

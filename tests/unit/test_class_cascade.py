@@ -44,6 +44,10 @@ class Stage:
     async def fold_other(self, request: object, n_features: int, timeout_s: float) -> object:
         return await self._answer()
 
+    def fold_late(self, request: object) -> bool:
+        self.late = [*getattr(self, "late", []), request]
+        return True
+
     async def predict(self, features: np.ndarray, self_contained: bool, timeout_s: float, scenario: str) -> object:
         assert scenario == "market"
         return await self._answer()
@@ -108,3 +112,20 @@ async def test_with_features_and_filter_down_the_last_resort_answers_with_the_ch
     assert out.model_version == ["market_last_resort:9"] * N
     np.testing.assert_allclose(out.probs.sum(axis=1), 1.0)
     assert not any(out.error)
+
+
+async def test_ticks_left_no_time_for_features_are_still_folded_in_order_and_timed_out_ones_not_twice(
+    serving,
+) -> None:
+    """A tick that got no features (its budget gone, or the breaker open) is sent to the feature service anyway,
+    unawaited, before the next batch's fold: its symbol's ring must not miss it (the next tick would be a false
+    gap). A timed-out fold was sent already and is not sent again."""
+    features = _features([0] * N)
+    cascade = _cascade(serving, features, _filter([0.1] * N), ENSEMBLE)
+    out = await cascade.score(_batch(), deadline=0.0)  # past: no time for any stage
+    assert out.degraded_reason[0].startswith("budget_exhausted")
+    assert len(features.late) == 1 and list(features.late[0].ticks.tick_id) == _batch().tick_id
+
+    timed_out = Stage(error=StageError("features", "timeout"))
+    await _cascade(serving, timed_out, _filter([0.1] * N), ENSEMBLE).score(_batch(), deadline=1e12)
+    assert not getattr(timed_out, "late", [])
