@@ -188,3 +188,17 @@ async def test_the_live_cascade_gives_the_offline_answer_tick_for_tick(stack, ar
     assert result["max_probability_difference"] <= 1e-4
     assert result["signals_differing"] == 0
     assert all(abs(v) <= 1e-9 for v in result["live_minus_offline"].values())
+
+
+async def test_the_bench_s_tick_step_answers_every_tick_and_reports_its_figures(stack) -> None:
+    """`make bench`'s tick mode against the real stack, one short low-rate step: every tick answered, the figures
+    it prints are there and in range (their values are the machine's and are judged in the bench, not here)."""
+    from scoring.bench.ticks import format_tick_sweep, format_window_ab, tick_sweep, window_rebuild_ab
+
+    sweep = await tick_sweep(stack.gateway_address, "bench-test", rates=(100.0,), duration_s=1.0)
+    (step,) = sweep["steps"]
+    assert step["ticks"] == step["answered"] == 100 and step["errors"] == 0 and step["rpc_error"] == ""
+    assert 0 < step["p50_ms"] <= step["p99_ms"] and 0.0 <= step["full_share"] <= 1.0
+    assert "ticks (market, ScoreBatchStream" in format_tick_sweep(sweep)
+    ab = window_rebuild_ab(sizes=(8,), repeat=2)
+    assert ab["8"]["by_tick"] > 0 and ab["8"]["arrays"] > 0 and "A/B" in format_window_ab(ab)
