@@ -78,6 +78,7 @@ class Ports:
     redis_node_2: int = 6380
     redis_node_3: int = 6381
     gateway_metrics: int = field(default_factory=lambda: _default_metrics_port(GatewaySettings))
+    gateway_admin: int = field(default_factory=lambda: int(GatewaySettings.model_fields["admin_port"].default))
     features_metrics: int = field(default_factory=lambda: _default_metrics_port(FeatureSettings))
     filter_metrics: int = field(default_factory=lambda: _default_metrics_port(FilterSettings))
     # The fault proxy (only with fault routes): its control socket and one listening port per route.
@@ -312,6 +313,7 @@ class Stack:
             self.redis_url = f"redis://127.0.0.1:{ports.redis}/0"
         self.external_redis = bool(external)
         self.gateway_address = f"127.0.0.1:{ports.gateway}"
+        self.admin_address = f"127.0.0.1:{ports.gateway_admin}"
         self.addresses = {
             "feature_service": f"127.0.0.1:{ports.features}",
             "filter_model": f"127.0.0.1:{ports.filter}",
@@ -380,6 +382,11 @@ class Stack:
                 "GATEWAY_FILTER_ADDRESS": self.addresses["filter_model"],
                 "GATEWAY_TRITON_ADDRESS": self.triton_address,
                 "GATEWAY_METRICS_PORT": str(p.gateway_metrics),
+                "GATEWAY_ADMIN_PORT": str(p.gateway_admin),
+                "GATEWAY_RELEASE_DIR": str(a / "releases"),
+                "GATEWAY_RELEASE_BOOTSTRAP_DIR": str(a),
+                "GATEWAY_TRITON_REPOSITORY": str(a / "triton_repository"),
+                "FILTER_RELEASE_DIR": str(a / "releases"),
                 "FEATURES_METRICS_PORT": str(p.features_metrics),
                 "FILTER_METRICS_PORT": str(p.filter_metrics),
             }

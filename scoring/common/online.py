@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from scoring.common.redis_state import StoreUnavailable
+from scoring.common.schema import FeatureSchema
 from scoring.v1 import features_pb2
 
 __all__ = ["Fold", "Folded", "InvalidBatch", "StoreUnavailable"]
@@ -34,6 +35,8 @@ class Fold(Protocol):
     request_field: str | None
     # Whether ReportLabels reaches this fold (one scenario takes the label reports of the API).
     takes_labels: bool
+    # The features it computes (scoring.common.schema): what a release's models must have been trained on.
+    schema: FeatureSchema
 
     async def warm_up(self) -> None: ...
 

@@ -25,23 +25,29 @@ _sym_db = _symbol_database.Default()
 from scoring.v1 import types_pb2 as scoring_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19scoring/v1/features.proto\x12\nscoring.v1\x1a\x16scoring/v1/types.proto\"\xb4\x01\n\x0e\x46\x65\x61tureRequest\x12\x16\n\x0etransaction_id\x18\x01 \x03(\t\x12\x15\n\revent_time_us\x18\x02 \x03(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x03(\t\x12\x13\n\x0bterminal_id\x18\x04 \x03(\t\x12\x0e\n\x06\x61mount\x18\x05 \x03(\x01\x12\x11\n\tfold_only\x18\x06 \x01(\x08\x12&\n\x05ticks\x18\x07 \x01(\x0b\x32\x17.scoring.v1.TickColumns\"\xdb\x01\n\x0bTickColumns\x12\x0f\n\x07tick_id\x18\x01 \x03(\t\x12\x0e\n\x06symbol\x18\x02 \x03(\t\x12\x10\n\x08sequence\x18\x03 \x03(\x04\x12\x15\n\revent_time_us\x18\x04 \x03(\x03\x12\x11\n\tbid_price\x18\x05 \x03(\x01\x12\x10\n\x08\x62id_size\x18\x06 \x03(\x01\x12\x11\n\task_price\x18\x07 \x03(\x01\x12\x10\n\x08\x61sk_size\x18\x08 \x03(\x01\x12\x12\n\nlast_price\x18\t \x03(\x01\x12\x11\n\tlast_size\x18\n \x03(\x01\x12\x11\n\tlast_side\x18\x0b \x03(\x05\"\x9c\x01\n\x0f\x46\x65\x61tureResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0c\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x11\n\tsequences\x18\x04 \x01(\x0c\x12\x0f\n\x07seq_len\x18\x05 \x01(\x05\x12\x19\n\x11seq_feature_count\x18\x06 \x01(\x05\x12\x13\n\x0b\x66old_status\x18\x07 \x03(\x05\"5\n\nLabelBatch\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.scoring.v1.LabelReport\"-\n\x08LabelAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x0f\n\x07unknown\x18\x02 \x01(\x05\x32\x97\x01\n\x0e\x46\x65\x61tureService\x12G\n\x0cUpdateAndGet\x12\x1a.scoring.v1.FeatureRequest\x1a\x1b.scoring.v1.FeatureResponse\x12<\n\x0cReportLabels\x12\x16.scoring.v1.LabelBatch\x1a\x14.scoring.v1.LabelAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19scoring/v1/features.proto\x12\nscoring.v1\x1a\x16scoring/v1/types.proto\"\x11\n\x0f\x44\x65scribeRequest\"\x96\x01\n\rFeatureSchema\x12\x10\n\x08scenario\x18\x01 \x01(\t\x12\x0c\n\x04hash\x18\x02 \x01(\t\x12\x1a\n\x12\x64\x65\x66inition_version\x18\x03 \x01(\x05\x12\x15\n\rfeature_names\x18\x04 \x03(\t\x12\x19\n\x11sequence_features\x18\x05 \x03(\t\x12\x17\n\x0fsequence_length\x18\x06 \x01(\x05\">\n\x10\x44\x65scribeResponse\x12*\n\x07schemas\x18\x01 \x03(\x0b\x32\x19.scoring.v1.FeatureSchema\"\xb4\x01\n\x0e\x46\x65\x61tureRequest\x12\x16\n\x0etransaction_id\x18\x01 \x03(\t\x12\x15\n\revent_time_us\x18\x02 \x03(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x03(\t\x12\x13\n\x0bterminal_id\x18\x04 \x03(\t\x12\x0e\n\x06\x61mount\x18\x05 \x03(\x01\x12\x11\n\tfold_only\x18\x06 \x01(\x08\x12&\n\x05ticks\x18\x07 \x01(\x0b\x32\x17.scoring.v1.TickColumns\"\xdb\x01\n\x0bTickColumns\x12\x0f\n\x07tick_id\x18\x01 \x03(\t\x12\x0e\n\x06symbol\x18\x02 \x03(\t\x12\x10\n\x08sequence\x18\x03 \x03(\x04\x12\x15\n\revent_time_us\x18\x04 \x03(\x03\x12\x11\n\tbid_price\x18\x05 \x03(\x01\x12\x10\n\x08\x62id_size\x18\x06 \x03(\x01\x12\x11\n\task_price\x18\x07 \x03(\x01\x12\x10\n\x08\x61sk_size\x18\x08 \x03(\x01\x12\x12\n\nlast_price\x18\t \x03(\x01\x12\x11\n\tlast_size\x18\n \x03(\x01\x12\x11\n\tlast_side\x18\x0b \x03(\x05\"\x9c\x01\n\x0f\x46\x65\x61tureResponse\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0c\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x11\n\tsequences\x18\x04 \x01(\x0c\x12\x0f\n\x07seq_len\x18\x05 \x01(\x05\x12\x19\n\x11seq_feature_count\x18\x06 \x01(\x05\x12\x13\n\x0b\x66old_status\x18\x07 \x03(\x05\"5\n\nLabelBatch\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.scoring.v1.LabelReport\"-\n\x08LabelAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x0f\n\x07unknown\x18\x02 \x01(\x05\x32\xde\x01\n\x0e\x46\x65\x61tureService\x12G\n\x0cUpdateAndGet\x12\x1a.scoring.v1.FeatureRequest\x1a\x1b.scoring.v1.FeatureResponse\x12<\n\x0cReportLabels\x12\x16.scoring.v1.LabelBatch\x1a\x14.scoring.v1.LabelAck\x12\x45\n\x08\x44\x65scribe\x12\x1b.scoring.v1.DescribeRequest\x1a\x1c.scoring.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scoring.v1.features_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FEATUREREQUEST']._serialized_start=66
-  _globals['_FEATUREREQUEST']._serialized_end=246
-  _globals['_TICKCOLUMNS']._serialized_start=249
-  _globals['_TICKCOLUMNS']._serialized_end=468
-  _globals['_FEATURERESPONSE']._serialized_start=471
-  _globals['_FEATURERESPONSE']._serialized_end=627
-  _globals['_LABELBATCH']._serialized_start=629
-  _globals['_LABELBATCH']._serialized_end=682
-  _globals['_LABELACK']._serialized_start=684
-  _globals['_LABELACK']._serialized_end=729
-  _globals['_FEATURESERVICE']._serialized_start=732
-  _globals['_FEATURESERVICE']._serialized_end=883
+  _globals['_DESCRIBEREQUEST']._serialized_start=65
+  _globals['_DESCRIBEREQUEST']._serialized_end=82
+  _globals['_FEATURESCHEMA']._serialized_start=85
+  _globals['_FEATURESCHEMA']._serialized_end=235
+  _globals['_DESCRIBERESPONSE']._serialized_start=237
+  _globals['_DESCRIBERESPONSE']._serialized_end=299
+  _globals['_FEATUREREQUEST']._serialized_start=302
+  _globals['_FEATUREREQUEST']._serialized_end=482
+  _globals['_TICKCOLUMNS']._serialized_start=485
+  _globals['_TICKCOLUMNS']._serialized_end=704
+  _globals['_FEATURERESPONSE']._serialized_start=707
+  _globals['_FEATURERESPONSE']._serialized_end=863
+  _globals['_LABELBATCH']._serialized_start=865
+  _globals['_LABELBATCH']._serialized_end=918
+  _globals['_LABELACK']._serialized_start=920
+  _globals['_LABELACK']._serialized_end=965
+  _globals['_FEATURESERVICE']._serialized_start=968
+  _globals['_FEATURESERVICE']._serialized_end=1190
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FeatureSchema(_message.Message):
+    __slots__ = ("scenario", "hash", "definition_version", "feature_names", "sequence_features", "sequence_length")
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    DEFINITION_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    scenario: str
+    hash: str
+    definition_version: int
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    sequence_features: _containers.RepeatedScalarFieldContainer[str]
+    sequence_length: int
+    def __init__(self, scenario: _Optional[str] = ..., hash: _Optional[str] = ..., definition_version: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., sequence_features: _Optional[_Iterable[str]] = ..., sequence_length: _Optional[int] = ...) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("schemas",)
+    SCHEMAS_FIELD_NUMBER: _ClassVar[int]
+    schemas: _containers.RepeatedCompositeFieldContainer[FeatureSchema]
+    def __init__(self, schemas: _Optional[_Iterable[_Union[FeatureSchema, _Mapping]]] = ...) -> None: ...
+
 class FeatureRequest(_message.Message):
     __slots__ = ("transaction_id", "event_time_us", "customer_id", "terminal_id", "amount", "fold_only", "ticks")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]

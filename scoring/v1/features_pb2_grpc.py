@@ -44,6 +44,11 @@ class FeatureServiceStub:
                 request_serializer=scoring_dot_v1_dot_features__pb2.LabelBatch.SerializeToString,
                 response_deserializer=scoring_dot_v1_dot_features__pb2.LabelAck.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/scoring.v1.FeatureService/Describe',
+                request_serializer=scoring_dot_v1_dot_features__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=scoring_dot_v1_dot_features__pb2.DescribeResponse.FromString,
+                _registered_method=True)
 
 
 class FeatureServiceServicer:
@@ -63,6 +68,13 @@ class FeatureServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """The feature schema of every scenario this service folds: what a release's models must have been trained on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeatureServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_FeatureServiceServicer_to_server(servicer, server):
                     servicer.ReportLabels,
                     request_deserializer=scoring_dot_v1_dot_features__pb2.LabelBatch.FromString,
                     response_serializer=scoring_dot_v1_dot_features__pb2.LabelAck.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=scoring_dot_v1_dot_features__pb2.DescribeRequest.FromString,
+                    response_serializer=scoring_dot_v1_dot_features__pb2.DescribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +148,33 @@ class FeatureService:
             '/scoring.v1.FeatureService/ReportLabels',
             scoring_dot_v1_dot_features__pb2.LabelBatch.SerializeToString,
             scoring_dot_v1_dot_features__pb2.LabelAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoring.v1.FeatureService/Describe',
+            scoring_dot_v1_dot_features__pb2.DescribeRequest.SerializeToString,
+            scoring_dot_v1_dot_features__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17scoring/v1/filter.proto\x12\nscoring.v1\"l\n\rFilterRequest\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ols\x18\x02 \x01(\x05\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0c\x12\x1b\n\x13self_contained_only\x18\x04 \x01(\x08\x12\x10\n\x08scenario\x18\x05 \x01(\t\"x\n\x0e\x46ilterResponse\x12\x0e\n\x06scores\x18\x01 \x01(\x0c\x12\x11\n\tthreshold\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1b\n\x13\x63lass_probabilities\x18\x04 \x01(\x0c\x12\x0f\n\x07\x63lasses\x18\x05 \x01(\x05\x32O\n\x0b\x46ilterModel\x12@\n\x07Predict\x12\x19.scoring.v1.FilterRequest\x1a\x1a.scoring.v1.FilterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17scoring/v1/filter.proto\x12\nscoring.v1\"}\n\rFilterRequest\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ols\x18\x02 \x01(\x05\x12\x10\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0c\x12\x1b\n\x13self_contained_only\x18\x04 \x01(\x08\x12\x10\n\x08scenario\x18\x05 \x01(\t\x12\x0f\n\x07release\x18\x06 \x01(\t\"x\n\x0e\x46ilterResponse\x12\x0e\n\x06scores\x18\x01 \x01(\x0c\x12\x11\n\tthreshold\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1b\n\x13\x63lass_probabilities\x18\x04 \x01(\x0c\x12\x0f\n\x07\x63lasses\x18\x05 \x01(\x05\x32O\n\x0b\x46ilterModel\x12@\n\x07Predict\x12\x19.scoring.v1.FilterRequest\x1a\x1a.scoring.v1.FilterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scoring.v1.filter_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FILTERREQUEST']._serialized_start=39
-  _globals['_FILTERREQUEST']._serialized_end=147
-  _globals['_FILTERRESPONSE']._serialized_start=149
-  _globals['_FILTERRESPONSE']._serialized_end=269
-  _globals['_FILTERMODEL']._serialized_start=271
-  _globals['_FILTERMODEL']._serialized_end=350
+  _globals['_FILTERREQUEST']._serialized_end=164
+  _globals['_FILTERRESPONSE']._serialized_start=166
+  _globals['_FILTERRESPONSE']._serialized_end=286
+  _globals['_FILTERMODEL']._serialized_start=288
+  _globals['_FILTERMODEL']._serialized_end=367
 # @@protoc_insertion_point(module_scope)

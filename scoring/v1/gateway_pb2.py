@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from scoring.v1 import types_pb2 as scoring_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18scoring/v1/gateway.proto\x12\nscoring.v1\x1a\x16scoring/v1/types.proto\"o\n\x0cScoreRequest\x12.\n\x0btransaction\x18\x01 \x01(\x0b\x32\x17.scoring.v1.TransactionH\x00\x12&\n\x04tick\x18\x02 \x01(\x0b\x32\x16.scoring.v1.MarketTickH\x00\x42\x07\n\x05\x65vent\"l\n\x11ScoreBatchRequest\x12-\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x17.scoring.v1.Transaction\x12(\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x18.scoring.v1.ScoreRequest\"B\n\x12ScoreBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.scoring.v1.ScoreResponse\"\x7f\n\x14\x43olumnarScoreRequest\x12\x16\n\x0etransaction_id\x18\x01 \x03(\t\x12\x15\n\revent_time_us\x18\x02 \x03(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x03(\t\x12\x13\n\x0bterminal_id\x18\x04 \x03(\t\x12\x0e\n\x06\x61mount\x18\x05 \x03(\x01\"\x80\x02\n\x15\x43olumnarScoreResponse\x12\r\n\x05score\x18\x01 \x03(\x01\x12\x14\n\x0c\x66ilter_score\x18\x02 \x03(\x01\x12 \n\x05stage\x18\x03 \x03(\x0e\x32\x11.scoring.v1.Stage\x12\x10\n\x08\x64\x65graded\x18\x04 \x03(\x08\x12\x14\n\x0creason_index\x18\x05 \x03(\r\x12\x0f\n\x07reasons\x18\x06 \x03(\t\x12\x13\n\x0bmodel_index\x18\x07 \x03(\r\x12\x16\n\x0emodel_versions\x18\x08 \x03(\t\x12\x12\n\nerror_rows\x18\t \x03(\r\x12&\n\x06\x65rrors\x18\n \x03(\x0b\x32\x16.scoring.v1.EventError\">\n\x13ReportLabelsRequest\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.scoring.v1.LabelReport\"9\n\x14ReportLabelsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x0f\n\x07unknown\x18\x02 \x01(\x05\x32\x98\x03\n\x07Gateway\x12<\n\x05Score\x12\x18.scoring.v1.ScoreRequest\x1a\x19.scoring.v1.ScoreResponse\x12\x46\n\x0bScoreStream\x12\x18.scoring.v1.ScoreRequest\x1a\x19.scoring.v1.ScoreResponse(\x01\x30\x01\x12U\n\x10ScoreBatchStream\x12\x1d.scoring.v1.ScoreBatchRequest\x1a\x1e.scoring.v1.ScoreBatchResponse(\x01\x30\x01\x12]\n\x12ScoreColumnsStream\x12 .scoring.v1.ColumnarScoreRequest\x1a!.scoring.v1.ColumnarScoreResponse(\x01\x30\x01\x12Q\n\x0cReportLabels\x12\x1f.scoring.v1.ReportLabelsRequest\x1a .scoring.v1.ReportLabelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18scoring/v1/gateway.proto\x12\nscoring.v1\x1a\x16scoring/v1/types.proto\"o\n\x0cScoreRequest\x12.\n\x0btransaction\x18\x01 \x01(\x0b\x32\x17.scoring.v1.TransactionH\x00\x12&\n\x04tick\x18\x02 \x01(\x0b\x32\x16.scoring.v1.MarketTickH\x00\x42\x07\n\x05\x65vent\"l\n\x11ScoreBatchRequest\x12-\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x17.scoring.v1.Transaction\x12(\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x18.scoring.v1.ScoreRequest\"B\n\x12ScoreBatchResponse\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.scoring.v1.ScoreResponse\"\x7f\n\x14\x43olumnarScoreRequest\x12\x16\n\x0etransaction_id\x18\x01 \x03(\t\x12\x15\n\revent_time_us\x18\x02 \x03(\x03\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x03(\t\x12\x13\n\x0bterminal_id\x18\x04 \x03(\t\x12\x0e\n\x06\x61mount\x18\x05 \x03(\x01\"\xa9\x02\n\x15\x43olumnarScoreResponse\x12\r\n\x05score\x18\x01 \x03(\x01\x12\x14\n\x0c\x66ilter_score\x18\x02 \x03(\x01\x12 \n\x05stage\x18\x03 \x03(\x0e\x32\x11.scoring.v1.Stage\x12\x10\n\x08\x64\x65graded\x18\x04 \x03(\x08\x12\x14\n\x0creason_index\x18\x05 \x03(\r\x12\x0f\n\x07reasons\x18\x06 \x03(\t\x12\x13\n\x0bmodel_index\x18\x07 \x03(\r\x12\x16\n\x0emodel_versions\x18\x08 \x03(\t\x12\x15\n\rrelease_index\x18\x0b \x03(\r\x12\x10\n\x08releases\x18\x0c \x03(\t\x12\x12\n\nerror_rows\x18\t \x03(\r\x12&\n\x06\x65rrors\x18\n \x03(\x0b\x32\x16.scoring.v1.EventError\">\n\x13ReportLabelsRequest\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.scoring.v1.LabelReport\"9\n\x14ReportLabelsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x0f\n\x07unknown\x18\x02 \x01(\x05\x32\x98\x03\n\x07Gateway\x12<\n\x05Score\x12\x18.scoring.v1.ScoreRequest\x1a\x19.scoring.v1.ScoreResponse\x12\x46\n\x0bScoreStream\x12\x18.scoring.v1.ScoreRequest\x1a\x19.scoring.v1.ScoreResponse(\x01\x30\x01\x12U\n\x10ScoreBatchStream\x12\x1d.scoring.v1.ScoreBatchRequest\x1a\x1e.scoring.v1.ScoreBatchResponse(\x01\x30\x01\x12]\n\x12ScoreColumnsStream\x12 .scoring.v1.ColumnarScoreRequest\x1a!.scoring.v1.ColumnarScoreResponse(\x01\x30\x01\x12Q\n\x0cReportLabels\x12\x1f.scoring.v1.ReportLabelsRequest\x1a .scoring.v1.ReportLabelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,11 +41,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COLUMNARSCOREREQUEST']._serialized_start=355
   _globals['_COLUMNARSCOREREQUEST']._serialized_end=482
   _globals['_COLUMNARSCORERESPONSE']._serialized_start=485
-  _globals['_COLUMNARSCORERESPONSE']._serialized_end=741
-  _globals['_REPORTLABELSREQUEST']._serialized_start=743
-  _globals['_REPORTLABELSREQUEST']._serialized_end=805
-  _globals['_REPORTLABELSRESPONSE']._serialized_start=807
-  _globals['_REPORTLABELSRESPONSE']._serialized_end=864
-  _globals['_GATEWAY']._serialized_start=867
-  _globals['_GATEWAY']._serialized_end=1275
+  _globals['_COLUMNARSCORERESPONSE']._serialized_end=782
+  _globals['_REPORTLABELSREQUEST']._serialized_start=784
+  _globals['_REPORTLABELSREQUEST']._serialized_end=846
+  _globals['_REPORTLABELSRESPONSE']._serialized_start=848
+  _globals['_REPORTLABELSRESPONSE']._serialized_end=905
+  _globals['_GATEWAY']._serialized_start=908
+  _globals['_GATEWAY']._serialized_end=1316
 # @@protoc_insertion_point(module_scope)

@@ -44,7 +44,7 @@ class ColumnarScoreRequest(_message.Message):
     def __init__(self, transaction_id: _Optional[_Iterable[str]] = ..., event_time_us: _Optional[_Iterable[int]] = ..., customer_id: _Optional[_Iterable[str]] = ..., terminal_id: _Optional[_Iterable[str]] = ..., amount: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ColumnarScoreResponse(_message.Message):
-    __slots__ = ("score", "filter_score", "stage", "degraded", "reason_index", "reasons", "model_index", "model_versions", "error_rows", "errors")
+    __slots__ = ("score", "filter_score", "stage", "degraded", "reason_index", "reasons", "model_index", "model_versions", "release_index", "releases", "error_rows", "errors")
     SCORE_FIELD_NUMBER: _ClassVar[int]
     FILTER_SCORE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,8 @@ class ColumnarScoreResponse(_message.Message):
     REASONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_INDEX_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
     ERROR_ROWS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     score: _containers.RepeatedScalarFieldContainer[float]
@@ -63,9 +65,11 @@ class ColumnarScoreResponse(_message.Message):
     reasons: _containers.RepeatedScalarFieldContainer[str]
     model_index: _containers.RepeatedScalarFieldContainer[int]
     model_versions: _containers.RepeatedScalarFieldContainer[str]
+    release_index: _containers.RepeatedScalarFieldContainer[int]
+    releases: _containers.RepeatedScalarFieldContainer[str]
     error_rows: _containers.RepeatedScalarFieldContainer[int]
     errors: _containers.RepeatedCompositeFieldContainer[_types_pb2.EventError]
-    def __init__(self, score: _Optional[_Iterable[float]] = ..., filter_score: _Optional[_Iterable[float]] = ..., stage: _Optional[_Iterable[_Union[_types_pb2.Stage, str]]] = ..., degraded: _Optional[_Iterable[bool]] = ..., reason_index: _Optional[_Iterable[int]] = ..., reasons: _Optional[_Iterable[str]] = ..., model_index: _Optional[_Iterable[int]] = ..., model_versions: _Optional[_Iterable[str]] = ..., error_rows: _Optional[_Iterable[int]] = ..., errors: _Optional[_Iterable[_Union[_types_pb2.EventError, _Mapping]]] = ...) -> None: ...
+    def __init__(self, score: _Optional[_Iterable[float]] = ..., filter_score: _Optional[_Iterable[float]] = ..., stage: _Optional[_Iterable[_Union[_types_pb2.Stage, str]]] = ..., degraded: _Optional[_Iterable[bool]] = ..., reason_index: _Optional[_Iterable[int]] = ..., reasons: _Optional[_Iterable[str]] = ..., model_index: _Optional[_Iterable[int]] = ..., model_versions: _Optional[_Iterable[str]] = ..., release_index: _Optional[_Iterable[int]] = ..., releases: _Optional[_Iterable[str]] = ..., error_rows: _Optional[_Iterable[int]] = ..., errors: _Optional[_Iterable[_Union[_types_pb2.EventError, _Mapping]]] = ...) -> None: ...
 
 class ReportLabelsRequest(_message.Message):
     __slots__ = ("labels",)

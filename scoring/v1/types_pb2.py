@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16scoring/v1/types.proto\x12\nscoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x01\n\x0bTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x13\n\x0bterminal_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x01\"\x89\x02\n\nMarketTick\x12\x0f\n\x07tick_id\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tbid_price\x18\x05 \x01(\x01\x12\x10\n\x08\x62id_size\x18\x06 \x01(\x01\x12\x11\n\task_price\x18\x07 \x01(\x01\x12\x10\n\x08\x61sk_size\x18\x08 \x01(\x01\x12\x12\n\nlast_price\x18\t \x01(\x01\x12\x11\n\tlast_size\x18\n \x01(\x01\x12(\n\tlast_side\x18\x0b \x01(\x0e\x32\x15.scoring.v1.TradeSide\":\n\nEventError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xba\x02\n\rScoreResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12 \n\x05stage\x18\x03 \x01(\x0e\x32\x11.scoring.v1.Stage\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12%\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x16.scoring.v1.EventError\x12\x14\n\x0c\x66ilter_score\x18\x08 \x01(\x01\x12\x0f\n\x07tick_id\x18\t \x01(\t\x12\"\n\x06signal\x18\n \x01(\x0e\x32\x12.scoring.v1.Signal\x12\x0e\n\x06p_down\x18\x0b \x01(\x01\x12\x0e\n\x06p_flat\x18\x0c \x01(\x01\x12\x0c\n\x04p_up\x18\r \x01(\x01\"4\n\x0bLabelReport\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\r\n\x05\x66raud\x18\x02 \x01(\x08*I\n\tTradeSide\x12\x13\n\x0fTRADE_SIDE_NONE\x10\x00\x12\x12\n\x0eTRADE_SIDE_BUY\x10\x01\x12\x13\n\x0fTRADE_SIDE_SELL\x10\x02*Q\n\x06Signal\x12\x16\n\x12SIGNAL_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSIGNAL_DOWN\x10\x01\x12\x0f\n\x0bSIGNAL_FLAT\x10\x02\x12\r\n\tSIGNAL_UP\x10\x03*T\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_FILTER\x10\x01\x12\x12\n\x0eSTAGE_ENSEMBLE\x10\x02\x12\x0e\n\nSTAGE_NONE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16scoring/v1/types.proto\x12\nscoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x01\n\x0bTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x13\n\x0bterminal_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\x01\"\x89\x02\n\nMarketTick\x12\x0f\n\x07tick_id\x18\x01 \x01(\t\x12\x0e\n\x06symbol\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tbid_price\x18\x05 \x01(\x01\x12\x10\n\x08\x62id_size\x18\x06 \x01(\x01\x12\x11\n\task_price\x18\x07 \x01(\x01\x12\x10\n\x08\x61sk_size\x18\x08 \x01(\x01\x12\x12\n\nlast_price\x18\t \x01(\x01\x12\x11\n\tlast_size\x18\n \x01(\x01\x12(\n\tlast_side\x18\x0b \x01(\x0e\x32\x15.scoring.v1.TradeSide\":\n\nEventError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xcb\x02\n\rScoreResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12 \n\x05stage\x18\x03 \x01(\x0e\x32\x11.scoring.v1.Stage\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12%\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x16.scoring.v1.EventError\x12\x14\n\x0c\x66ilter_score\x18\x08 \x01(\x01\x12\x0f\n\x07tick_id\x18\t \x01(\t\x12\"\n\x06signal\x18\n \x01(\x0e\x32\x12.scoring.v1.Signal\x12\x0e\n\x06p_down\x18\x0b \x01(\x01\x12\x0e\n\x06p_flat\x18\x0c \x01(\x01\x12\x0c\n\x04p_up\x18\r \x01(\x01\x12\x0f\n\x07release\x18\x0e \x01(\t\"4\n\x0bLabelReport\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\r\n\x05\x66raud\x18\x02 \x01(\x08*I\n\tTradeSide\x12\x13\n\x0fTRADE_SIDE_NONE\x10\x00\x12\x12\n\x0eTRADE_SIDE_BUY\x10\x01\x12\x13\n\x0fTRADE_SIDE_SELL\x10\x02*Q\n\x06Signal\x12\x16\n\x12SIGNAL_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSIGNAL_DOWN\x10\x01\x12\x0f\n\x0bSIGNAL_FLAT\x10\x02\x12\r\n\tSIGNAL_UP\x10\x03*T\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTAGE_FILTER\x10\x01\x12\x12\n\x0eSTAGE_ENSEMBLE\x10\x02\x12\x0e\n\nSTAGE_NONE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scoring.v1.types_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRADESIDE']._serialized_start=915
-  _globals['_TRADESIDE']._serialized_end=988
-  _globals['_SIGNAL']._serialized_start=990
-  _globals['_SIGNAL']._serialized_end=1071
-  _globals['_STAGE']._serialized_start=1073
-  _globals['_STAGE']._serialized_end=1157
+  _globals['_TRADESIDE']._serialized_start=932
+  _globals['_TRADESIDE']._serialized_end=1005
+  _globals['_SIGNAL']._serialized_start=1007
+  _globals['_SIGNAL']._serialized_end=1088
+  _globals['_STAGE']._serialized_start=1090
+  _globals['_STAGE']._serialized_end=1174
   _globals['_TRANSACTION']._serialized_start=72
   _globals['_TRANSACTION']._serialized_end=214
   _globals['_MARKETTICK']._serialized_start=217
@@ -45,7 +45,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENTERROR']._serialized_start=484
   _globals['_EVENTERROR']._serialized_end=542
   _globals['_SCORERESPONSE']._serialized_start=545
-  _globals['_SCORERESPONSE']._serialized_end=859
-  _globals['_LABELREPORT']._serialized_start=861
-  _globals['_LABELREPORT']._serialized_end=913
+  _globals['_SCORERESPONSE']._serialized_end=876
+  _globals['_LABELREPORT']._serialized_start=878
+  _globals['_LABELREPORT']._serialized_end=930
 # @@protoc_insertion_point(module_scope)

@@ -91,7 +91,7 @@ class EventError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("transaction_id", "score", "stage", "degraded", "degraded_reason", "model_version", "error", "filter_score", "tick_id", "signal", "p_down", "p_flat", "p_up")
+    __slots__ = ("transaction_id", "score", "stage", "degraded", "degraded_reason", "model_version", "error", "filter_score", "tick_id", "signal", "p_down", "p_flat", "p_up", "release")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,7 @@ class ScoreResponse(_message.Message):
     P_DOWN_FIELD_NUMBER: _ClassVar[int]
     P_FLAT_FIELD_NUMBER: _ClassVar[int]
     P_UP_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     score: float
     stage: Stage
@@ -118,7 +119,8 @@ class ScoreResponse(_message.Message):
     p_down: float
     p_flat: float
     p_up: float
-    def __init__(self, transaction_id: _Optional[str] = ..., score: _Optional[float] = ..., stage: _Optional[_Union[Stage, str]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., model_version: _Optional[str] = ..., error: _Optional[_Union[EventError, _Mapping]] = ..., filter_score: _Optional[float] = ..., tick_id: _Optional[str] = ..., signal: _Optional[_Union[Signal, str]] = ..., p_down: _Optional[float] = ..., p_flat: _Optional[float] = ..., p_up: _Optional[float] = ...) -> None: ...
+    release: str
+    def __init__(self, transaction_id: _Optional[str] = ..., score: _Optional[float] = ..., stage: _Optional[_Union[Stage, str]] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., model_version: _Optional[str] = ..., error: _Optional[_Union[EventError, _Mapping]] = ..., filter_score: _Optional[float] = ..., tick_id: _Optional[str] = ..., signal: _Optional[_Union[Signal, str]] = ..., p_down: _Optional[float] = ..., p_flat: _Optional[float] = ..., p_up: _Optional[float] = ..., release: _Optional[str] = ...) -> None: ...
 
 class LabelReport(_message.Message):
     __slots__ = ("transaction_id", "fraud")

@@ -139,9 +139,10 @@ def triton_command(
         str(paths.binary),
         f"--model-repository={Path(model_repository).resolve()}",
         f"--backend-directory={backends.resolve()}",
-        # The repository is written before start and versioned by folder; nothing may load or unload
-        # models behind the ensemble's pinned versions.
-        "--model-control-mode=none",
+        # Explicit model control: every model of the repository at start, then only what the gateway's release
+        # manager loads (a release's own model, beside the champion's) or unloads (a retired one).
+        "--model-control-mode=explicit",
+        "--load-model=*",
         # Not ready until every model is: the gateway must not route to a half-loaded ensemble.
         "--strict-readiness=true",
         "--log-verbose=0",

@@ -41,6 +41,16 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
         self._fields = [name for name in self._by_field if name is not None]
         self._labels = next((f for f in folds if f.takes_labels), None)
         self._folding: set[asyncio.Task[object]] = set()
+        self._describe = features_pb2.DescribeResponse(
+            schemas=[
+                features_pb2.FeatureSchema(
+                    scenario=f.schema.scenario, hash=f.schema.hash, definition_version=f.schema.definition_version,
+                    feature_names=f.schema.feature_names, sequence_features=f.schema.sequence_features,
+                    sequence_length=f.schema.sequence_length,
+                )
+                for f in folds
+            ]
+        )
 
     async def _to_completion(self, work: Awaitable[T]) -> T:
         """Runs a fold to its end even when the caller gives up (deadline, cancel).
@@ -97,3 +107,8 @@ class FeatureServicer(features_pb2_grpc.FeatureServiceServicer):
         LABELS.labels("accepted").inc(accepted)
         LABELS.labels("unknown").inc(unknown)
         return features_pb2.LabelAck(accepted=accepted, unknown=unknown)
+
+    async def Describe(
+        self, request: features_pb2.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> features_pb2.DescribeResponse:
+        return self._describe

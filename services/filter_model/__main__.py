@@ -41,7 +41,8 @@ async def main() -> None:
         [
             (
                 FilterServicer(model, threshold, settings.inline_max_rows, others, thresholds,
-                               default_scenario=registry.DEFAULT.name),
+                               default_scenario=registry.DEFAULT.name, release_dir=settings.release_dir,
+                               threshold_override=settings.threshold),
                 filter_pb2_grpc.add_FilterModelServicer_to_server,
                 filter_pb2.DESCRIPTOR.services_by_name["FilterModel"].full_name,
             )

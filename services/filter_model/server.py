@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,6 +15,7 @@ from prometheus_client import Counter, Histogram
 
 from scoring.common import telemetry
 from scoring.common.metrics import LATENCY_BUCKETS_S
+from scoring.releases.store import ReleaseError, ReleaseStore
 from scoring.v1 import filter_pb2, filter_pb2_grpc
 from services.filter_model.model import FilterInputError, FilterModel
 
@@ -22,6 +25,7 @@ PREDICT_LATENCY = Histogram(
 ROWS = Counter("scoring_filter_rows_total", "Rows scored, by model", ["model"])
 PASSED = Counter("scoring_filter_passed_total", "Rows at or above the threshold (sent on to the ensemble)")
 _tracer = trace.get_tracer("scoring.filter_model")
+log = logging.getLogger(__name__)
 
 
 class FilterServicer(filter_pb2_grpc.FilterModelServicer):
@@ -33,6 +37,8 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
         scenario_models: dict[str, Any] | None = None,
         scenario_thresholds: dict[str, float] | None = None,
         default_scenario: str = "",
+        release_dir: Path | None = None,
+        threshold_override: float | None = None,
     ) -> None:
         # The default scenario's binary model (`model`; a request naming no scenario is for it), then the others'.
         self.default_scenario = default_scenario
@@ -42,6 +48,36 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
         # Multi-class scenarios' models (class probabilities out), by scenario name.
         self.scenario_models = scenario_models or {}
         self.scenario_thresholds = scenario_thresholds or {}
+        # Releases' filters by name, loaded on first use from the release store.
+        self.release_dir = release_dir
+        self.threshold_override = threshold_override
+        self.releases: dict[str, FilterModel] = {}
+        self._loading = asyncio.Lock()
+
+    async def _release_model(self, name: str, context: grpc.aio.ServicerContext) -> FilterModel:
+        model = self.releases.get(name)
+        if model is not None:
+            return model
+        async with self._loading:
+            if name not in self.releases:
+                try:
+                    self.releases[name] = await asyncio.to_thread(self._load_release, name)
+                except ReleaseError as exc:
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"release: {exc}")
+                log.info("release filter loaded", extra={"release": name})
+        return self.releases[name]
+
+    def _load_release(self, name: str) -> FilterModel:
+        if self.release_dir is None:
+            raise ReleaseError("this filter service has no release store")
+        store = ReleaseStore(self.release_dir)
+        release = store.get(name)
+        store.verify(release)
+        model = FilterModel(release.filter_dir)
+        zeros = np.zeros((8, model.n_features), dtype=np.float32)
+        model.predict(zeros)  # ORT's first run allocates: pay it at load
+        model.predict(zeros, self_contained_only=True)
+        return model
 
     async def _predict_classes(
         self, request: filter_pb2.FilterRequest, matrix: np.ndarray, context: grpc.aio.ServicerContext
@@ -83,6 +119,10 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
         if request.scenario and request.scenario != self.default_scenario:
             return await self._predict_classes(request, matrix, context)
         started = time.perf_counter()
+        served, threshold = self.model, self.threshold
+        if request.release:
+            served = await self._release_model(request.release, context)
+            threshold = served.meta.threshold if self.threshold_override is None else self.threshold_override
         model = "fallback" if request.self_contained_only else "main"
         span = _tracer.start_span("filter predict")
         if span.is_recording():
@@ -90,15 +130,15 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
                 {
                     "scoring.batch_size": request.rows,
                     "scoring.model": model,
-                    "scoring.model_version": self.model.version,
+                    "scoring.model_version": served.version,
                 }
             )
         try:
             if request.rows <= self.inline_max_rows:
-                scores = self.model.predict(matrix, self_contained_only=request.self_contained_only)
+                scores = served.predict(matrix, self_contained_only=request.self_contained_only)
             else:
                 scores = await asyncio.to_thread(
-                    self.model.predict, matrix, self_contained_only=request.self_contained_only
+                    served.predict, matrix, self_contained_only=request.self_contained_only
                 )
         except FilterInputError as exc:
             span.set_status(trace.StatusCode.ERROR, str(exc))
@@ -107,7 +147,7 @@ class FilterServicer(filter_pb2_grpc.FilterModelServicer):
             span.end()
         PREDICT_LATENCY.labels(model).observe(time.perf_counter() - started)
         ROWS.labels(model).inc(request.rows)
-        PASSED.inc(int((scores >= self.threshold).sum()))
+        PASSED.inc(int((scores >= threshold).sum()))
         return filter_pb2.FilterResponse(
-            scores=scores.astype("<f4").tobytes(), threshold=self.threshold, model_version=self.model.version
+            scores=scores.astype("<f4").tobytes(), threshold=threshold, model_version=served.version
         )

@@ -24,5 +24,8 @@ class FilterSettings(ServiceSettings):
     # Events scoring below the threshold are cleared by the filter. Unset: the threshold chosen in training.
     # 0 sends every event on to the ensemble (tests and benchmarks use it).
     threshold: float | None = None
+    # The release store (scoring.releases.store): a request naming a release is scored by that release's filter,
+    # loaded from here on its first request (the gateway warms a release before routing events to it).
+    release_dir: Path = Path("artifacts/releases")
     # Batches larger than this run in a worker thread, so a big batch never stalls the event loop.
     inline_max_rows: int = 512

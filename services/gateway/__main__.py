@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
+
+import grpc
 
 from scoring.common.logs import configure_logging
 from scoring.common.metrics import serve_metrics
 from scoring.common.server import GrpcServer, run_service
 from scoring.common.telemetry import root_sampling_ratio, setup_tracing
+from scoring.releases.store import ReleaseStore
 from scoring.scenarios import registry
 from scoring.scenarios.fraud.last_resort import LastResort
 from scoring.scenarios.fraud.validation import Limits
-from scoring.v1 import gateway_pb2, gateway_pb2_grpc
+from scoring.v1 import gateway_pb2, gateway_pb2_grpc, releases_pb2_grpc
 from services.gateway import tracing
+from services.gateway.admin import ReleasesServicer
 from services.gateway.admission import AdmissionLimit
 from services.gateway.backlog import FoldBacklog
 from services.gateway.batcher import MicroBatcher
 from services.gateway.cascade import Cascade, StageShares
 from services.gateway.class_cascade import ClassCascade
 from services.gateway.dedup import RecentAnswers, Submitter
+from services.gateway.releases import ReleaseManager
 from services.gateway.server import GatewayServicer, Route
 from services.gateway.settings import GatewaySettings
 from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient
@@ -39,6 +45,13 @@ async def main() -> None:
     ensemble = EnsembleClient(settings.triton_address, settings.ensemble_model)
     budget_s = settings.budget_ms / 1e3
     backlog = FoldBacklog(features, max_events=settings.fold_backlog_events)
+    edge = registry.edge(registry.DEFAULT.name)
+    releases = None
+    if settings.release_dir:
+        releases = ReleaseManager(
+            ReleaseStore(Path(settings.release_dir)), settings.triton_repository, settings.triton_address, features,
+            filter_client, ensemble, n_features=edge.n_features, seq_shape=edge.seq_shape,
+        )
     cascade = Cascade(
         features,
         filter_client,
@@ -52,6 +65,8 @@ async def main() -> None:
         backlog=backlog,
         # Loaded before the server starts: a gateway without its last resort would answer errors under load.
         last_resort=LastResort(settings.fallback_model_dir),
+        edge=edge,
+        releases=releases,
     )
     # The event counts are stated for a 10 ms budget and scale with it (Little's law: at the same service rate, a
     # budget k times longer holds k times more events in time), within the hard maximum.
@@ -108,10 +123,24 @@ async def main() -> None:
         )
         others.append((other_cascade, other_batcher, other_ensemble))
 
+    admin: grpc.aio.Server | None = None
+
     async def warm_up() -> None:
+        nonlocal admin
         # Open every channel and run every model once, so the first client event is not the slow one.
         # Stages that are down are not waited for: the gateway serves degraded answers until they return.
         await cascade.warm_up()
+        if releases is not None:
+            # Every release the routing names is loaded and warmed before the first event; a champion trained on
+            # other features than the feature service computes stops the gateway here.
+            await releases.start(settings.release_bootstrap_dir)
+            admin = grpc.aio.server()
+            releases_pb2_grpc.add_ReleasesServicer_to_server(ReleasesServicer(releases), admin)
+            address = f"{settings.admin_host}:{settings.admin_port}"
+            if admin.add_insecure_port(address) == 0:
+                raise RuntimeError(f"gateway admin: cannot bind {address}")
+            await admin.start()
+            logging.getLogger("gateway").info("admin serving", extra={"address": address})
         backlog.start()
         batcher.start()
         for other_cascade, other_batcher, _ in others:
@@ -119,6 +148,8 @@ async def main() -> None:
             other_batcher.start()
 
     async def on_stop() -> None:
+        if admin is not None:
+            await admin.stop(1.0)
         await batcher.stop()
         for _, other_batcher, other_ensemble in others:
             await other_batcher.stop()
@@ -129,6 +160,8 @@ async def main() -> None:
         await features.close()
         await filter_client.close()
         await ensemble.close()
+        if releases is not None:
+            await releases.close()
 
     submitter: Submitter = batcher
     if settings.dedup_window_s > 0:

@@ -51,6 +51,7 @@ class Outcome:
     # Multi-class scenarios: the class probabilities and the class given (-1: none).
     probs: tuple[float, ...] = ()
     signal: int = -1
+    release: str = ""
 
 
 @dataclass(slots=True)
@@ -90,6 +91,7 @@ def slice_outcome(outcome: BatchOutcome, lo: int, hi: int) -> BatchOutcome:
         timings=outcome.timings,
         probs=None if outcome.probs is None else outcome.probs[lo:hi],
         signal=None if outcome.signal is None else outcome.signal[lo:hi],
+        release=outcome.release[lo:hi],
     )
 
 
@@ -106,6 +108,7 @@ def concat_outcomes(parts: list[BatchOutcome]) -> BatchOutcome:
         timings=parts[0].timings,
         probs=None if parts[0].probs is None else np.concatenate([p.probs for p in parts]),  # type: ignore[misc]
         signal=None if parts[0].signal is None else np.concatenate([p.signal for p in parts]),  # type: ignore[misc]
+        release=[r for p in parts for r in p.release],
     )
 
 
@@ -294,6 +297,7 @@ class MicroBatcher:
 
 
 def outcome_at(outcome: BatchOutcome, i: int) -> Outcome:
+    release = outcome.release[i] if outcome.release else ""
     if outcome.probs is not None and outcome.signal is not None:
         return Outcome(
             score=float(outcome.score[i]),
@@ -304,6 +308,7 @@ def outcome_at(outcome: BatchOutcome, i: int) -> Outcome:
             error=outcome.error[i],
             probs=tuple(outcome.probs[i].tolist()),
             signal=int(outcome.signal[i]),
+            release=release,
         )
     return Outcome(
         score=float(outcome.score[i]),
@@ -312,6 +317,7 @@ def outcome_at(outcome: BatchOutcome, i: int) -> Outcome:
         degraded_reason=outcome.degraded_reason[i],
         model_version=outcome.model_version[i],
         error=outcome.error[i],
+        release=release,
     )
 
 
@@ -342,6 +348,11 @@ def _count(outcome: BatchOutcome, arrival: np.ndarray) -> None:
         M.EVENTS.labels(M.STAGE_NAMES.get(stage, "none")).inc(n)
     for reason, n in Counter(outcome.degraded_reason[i] for i in scored if outcome.degraded_reason[i]).items():
         M.DEGRADED.labels(reason).inc(n)
+    if outcome.release:
+        for (release, stage), n in Counter((outcome.release[i], int(outcome.stage[i])) for i in scored).items():
+            M.RELEASE_EVENTS.labels(release, M.STAGE_NAMES.get(stage, "none")).inc(n)
+        for release, n in Counter(outcome.release[i] for i in scored if outcome.degraded_reason[i]).items():
+            M.RELEASE_DEGRADED.labels(release).inc(n)
 
 
 def _late(reason: str) -> bool:

@@ -8,6 +8,7 @@ ensemble is a fixed graph and cannot skip its heavy models on the filter's outpu
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -32,8 +33,10 @@ from services.gateway.stages import (
 
 log = logging.getLogger(__name__)
 if TYPE_CHECKING:  # the default scenario's types; the cascade reaches them through `edge` and `last_resort`
+    from scoring.releases.store import Release
     from scoring.scenarios.fraud.events import EventBatch
     from scoring.scenarios.fraud.last_resort import LastResort
+    from services.gateway.releases import ReleaseManager
 
 T = TypeVar("T")
 
@@ -44,6 +47,9 @@ STAGE_NONE = 3
 MIN_STAGE_S = 0.0002
 # The last link of a degraded_reason chain when the gateway's in-process fallback gave the score.
 LAST_RESORT = "last_resort"
+# Shadow batches scored at once, at most: past it a batch is not shadowed (and counted), so that a slow shadow
+# never piles work on the stages the answers need.
+SHADOW_INFLIGHT_MAX = 4
 
 
 @dataclass
@@ -61,6 +67,8 @@ class BatchOutcome:
     # Multi-class scenarios: class probabilities [n, classes] and the class given [n] (int8).
     probs: np.ndarray | None = None
     signal: np.ndarray | None = None
+    # The release that scored each event ("" without a release store).
+    release: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -94,9 +102,14 @@ class Cascade:
         last_resort: LastResort | None = None,
         metric_prefix: str = "",
         edge: Any = None,
+        releases: ReleaseManager | None = None,
     ) -> None:
         # The scenario's events as this cascade needs them (shapes; the features an event carries by itself).
         self.edge = edge if edge is not None else registry.edge(registry.DEFAULT.name)
+        # Which release scores which events; None: the models the stages were started with.
+        self.releases = releases
+        self._shadows: set[asyncio.Future[None]] = set()
+        self._breaker_settings = (breaker_failures, breaker_reset_s, breaker_min_streak_s)
         self.features = features
         self.filter = filter_client
         self.ensemble = ensemble
@@ -149,8 +162,14 @@ class Cascade:
         call: Callable[[float], Awaitable[T]],
         timings: dict[str, float] | None = None,
     ) -> T:
-        """One stage call behind its breaker: an open circuit answers at once instead of waiting out a timeout."""
-        breaker = self.breakers[stage]
+        """One stage call behind its breaker: an open circuit answers at once instead of waiting out a timeout.
+        `stage` may name a release's own stage ("ensemble@r3"): a candidate's failures never open the champion's."""
+        breaker = self.breakers.get(stage)
+        if breaker is None:
+            failures, reset_s, min_streak_s = self._breaker_settings
+            breaker = self.breakers[stage] = CircuitBreaker(stage, failures=failures, reset_s=reset_s,
+                                                            min_streak_s=min_streak_s)
+        metric_stage = stage.split("@", 1)[0]
         if not breaker.allow():
             raise StageError(stage, "circuit_open", f"{breaker.failures} failures in a row; retried every "
                                                     f"{breaker.reset_s * 1e3:.0f} ms")
@@ -164,18 +183,18 @@ class Cascade:
             else:
                 breaker.success()  # the stage answered, if only with an error: it is up
             took = time.perf_counter() - started
-            M.STAGE_LATENCY.labels(stage, exc.kind).observe(took)
+            M.STAGE_LATENCY.labels(metric_stage, exc.kind).observe(took)
             if timings is not None:
                 timings[stage] = took
             if breaker.opened_count != opened:
-                M.BREAKER_OPENED.labels(stage).inc()
+                M.BREAKER_OPENED.labels(metric_stage).inc()
             raise
         except BaseException:
             breaker.abandon()
             raise
         breaker.success()
         took = time.perf_counter() - started
-        M.STAGE_LATENCY.labels(stage, "ok").observe(took)
+        M.STAGE_LATENCY.labels(metric_stage, "ok").observe(took)
         if timings is not None:
             timings[stage] = took
         return result
@@ -210,8 +229,6 @@ class Cascade:
         started = time.monotonic()
         cum = self.shares.cumulative()
         reasons = [""] * n
-        versions = [""] * n
-        errors = [""] * n
         timings: dict[str, float] = {}
 
         # 1. Features (also folds the events into the entities' state).
@@ -233,13 +250,61 @@ class Cascade:
         if features_done is not None:
             features_done()
 
+        if self.releases is None:
+            return await self._models(batch, features, sequences, self_contained, reasons, budget, started, deadline,
+                                      timings, None)
+        groups = self.releases.plan(batch.customer_id)
+        if len(groups) == 1:
+            outcome = await self._models(batch, features, sequences, self_contained, reasons, budget, started,
+                                         deadline, timings, groups[0].release)
+        else:
+            # A canary: each release scores its own customers' rows, both at once, on the features of this one call.
+            parts = await asyncio.gather(*(
+                self._models(batch.take(g.rows), features[g.rows], sequences[g.rows], self_contained,
+                             [reasons[i] for i in g.rows.tolist()], budget, started, deadline, timings, g.release)
+                for g in groups if g.rows is not None
+            ))
+            outcome = _merge(n, [g.rows for g in groups if g.rows is not None], parts, timings)
+        shadow = self.releases.shadow()
+        if shadow is not None:
+            self._shadow(batch, features, sequences, self_contained, outcome, shadow)
+        return outcome
+
+    async def _models(
+        self,
+        batch: EventBatch,
+        features: np.ndarray,
+        sequences: np.ndarray,
+        self_contained: bool,
+        reasons: list[str],
+        budget: float,
+        started: float,
+        deadline: float,
+        timings: dict[str, float],
+        release: Release | None,
+    ) -> BatchOutcome:
+        """The filter and the ensemble of one release (None: the models the services were started with)."""
+        n = len(batch)
+        cum = self.shares.cumulative()
+        versions = [""] * n
+        errors = [""] * n
+        release_name = "" if release is None else release.name
+        own = release is None or release is self._champion()
+        filter_key = "filter" if own else f"filter@{release_name}"
+        ensemble_key = "ensemble" if own else f"ensemble@{release_name}"
+        # Without a release the stages are called as before releases existed (their own models).
+        filter_kw: dict[str, Any] = {} if release is None else {"release": release_name}
+        ensemble_kw: dict[str, Any] = {} if release is None else {"model": (release.triton_model,
+                                                                            release.triton_version)}
+
         # 2. The filter.
         filtered: FilterResult | None = None
         filter_reason = ""
         try:
             timeout = self._stage_timeout(cum[1], budget, started, deadline)
             filtered = await self._call(
-                "filter", timeout, lambda t: self.filter.predict(features, self_contained, t), timings
+                filter_key, timeout,
+                lambda t: self.filter.predict(features, self_contained, t, **filter_kw), timings
             )
         except StageError as exc:
             filter_reason = exc.reason
@@ -286,7 +351,8 @@ class Cascade:
                 if timeout < TRITON_MIN_TIMEOUT_US / 1e6:
                     raise StageError("budget", "exhausted", f"{timeout * 1e3:.2f} ms left for the ensemble")
                 result = await self._call(
-                    "ensemble", timeout, lambda t: self.ensemble.score(features[idx], sequences[idx], t), timings
+                    ensemble_key, timeout,
+                    lambda t: self.ensemble.score(features[idx], sequences[idx], t, **ensemble_kw), timings
                 )
                 score[idx] = np.clip(result.scores, 0.0, 1.0)
                 stage[idx] = STAGE_ENSEMBLE
@@ -317,8 +383,58 @@ class Cascade:
             model_version=versions,
             error=errors,
             timings=timings,
+            release=[release_name] * n,
         )
 
+
+    def _champion(self) -> Release | None:
+        return None if self.releases is None else self.releases.champion
+
+    def _shadow(
+        self, batch: EventBatch, features: np.ndarray, sequences: np.ndarray, self_contained: bool,
+        outcome: BatchOutcome, release: Release,
+    ) -> None:
+        """Scores a copy of the batch with the shadow release after the answers are out; nobody waits for it."""
+        assert self.releases is not None
+        window = self.releases.window
+        if self_contained:
+            return  # no features: the shadow would be compared on stand-ins
+        if len(self._shadows) >= SHADOW_INFLIGHT_MAX:
+            window.skipped += 1
+            M.SHADOW_BATCHES.labels("skipped").inc()
+            return
+        ids = list(batch.transaction_id)
+        primary = outcome.score.copy()
+        ok = np.array([not e for e in outcome.error], dtype=bool)
+
+        async def run() -> None:
+            now = time.monotonic()
+            shadowed = await self._models(batch, features, sequences, False, [""] * len(batch), self.budget_s, now,
+                                          now + self.budget_s, {}, release)
+            # Only pairs where both releases gave their full cascade's score: a degraded answer compares stages,
+            # not releases.
+            both = ok & np.array([not r and not e for r, e in zip(shadowed.degraded_reason, shadowed.error,
+                                                                   strict=True)], dtype=bool)
+            both &= np.array([not r for r in outcome.degraded_reason], dtype=bool)
+            if not both.all():
+                window.failed += 1
+                M.SHADOW_BATCHES.labels("degraded").inc()
+            else:
+                M.SHADOW_BATCHES.labels("scored").inc()
+            rows = np.flatnonzero(both)
+            window.add([ids[i] for i in rows.tolist()], primary[rows], shadowed.score[rows])
+
+        task = asyncio.ensure_future(run())
+        self._shadows.add(task)
+
+        def done(f: asyncio.Future[None]) -> None:
+            self._shadows.discard(f)
+            if not f.cancelled() and f.exception() is not None:
+                window.failed += 1
+                M.SHADOW_BATCHES.labels("failed").inc()
+                log.warning("shadow batch failed", extra={"error": repr(f.exception())})
+
+        task.add_done_callback(done)
 
     def last_resort_outcome(self, batch: EventBatch, reason: str) -> BatchOutcome:
         """Every event of the batch scored by the last resort alone (an error per event where there is none)."""
@@ -340,7 +456,22 @@ class Cascade:
             degraded_reason=[f"{reason}+{LAST_RESORT}"] * n,
             model_version=[self.last_resort.version] * n,
             error=[""] * n,
+            release=[self.releases.routing.champion if self.releases is not None else ""] * n,
         )
+
+
+def _merge(n: int, rows: list[np.ndarray], parts: list[BatchOutcome], timings: dict[str, float]) -> BatchOutcome:
+    """One outcome of n events from the outcomes of disjoint row groups."""
+    score, filter_score = np.zeros(n), np.zeros(n)
+    stage = np.full(n, STAGE_NONE, dtype=np.int8)
+    reasons, versions, errors, releases = [""] * n, [""] * n, [""] * n, [""] * n
+    for idx, part in zip(rows, parts, strict=True):
+        score[idx], filter_score[idx], stage[idx] = part.score, part.filter_score, part.stage
+        for j, i in enumerate(idx.tolist()):
+            reasons[i], versions[i] = part.degraded_reason[j], part.model_version[j]
+            errors[i], releases[i] = part.error[j], part.release[j]
+    return BatchOutcome(score=score, filter_score=filter_score, stage=stage, degraded_reason=reasons,
+                        model_version=versions, error=errors, timings=timings, release=releases)
 
 
 def _breaker_code(breaker: CircuitBreaker) -> float:

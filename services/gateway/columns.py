@@ -41,10 +41,12 @@ class _Columns:
     reason: list[str]
     model: list[str]
     errors: dict[int, tuple[int, str, str]]  # row -> (code, field, message)
+    release: list[str]
 
     @classmethod
     def empty(cls, n: int) -> _Columns:
-        return cls(np.zeros(n), np.zeros(n), np.full(n, types_pb2.STAGE_NONE, np.int32), [""] * n, [""] * n, {})
+        return cls(np.zeros(n), np.zeros(n), np.full(n, types_pb2.STAGE_NONE, np.int32), [""] * n, [""] * n, {},
+                   [""] * n)
 
     def refuse(self, row: int, code: int, field: str, message: str) -> None:
         self.errors[row] = (code, field, message)
@@ -58,6 +60,8 @@ class _Columns:
             error = outcome.error[j]
             self.reason[row] = error or outcome.degraded_reason[j]
             self.model[row] = outcome.model_version[j]
+            if outcome.release:
+                self.release[row] = outcome.release[j]
             if error:
                 self.errors[row] = (code_pb2.UNAVAILABLE, "", f"no stage could score the event: {error}")
 
@@ -66,6 +70,7 @@ class _Columns:
         self.stage[row] = _STAGES[outcome.stage]
         self.reason[row] = outcome.error or outcome.degraded_reason
         self.model[row] = outcome.model_version
+        self.release[row] = outcome.release
         if outcome.error:
             self.errors[row] = (code_pb2.UNAVAILABLE, "", f"no stage could score the event: {outcome.error}")
 
@@ -74,6 +79,8 @@ class _Columns:
         models: dict[str, int] = {"": 0}
         reason_index = [reasons.setdefault(r, len(reasons)) for r in self.reason]
         model_index = [models.setdefault(m, len(models)) for m in self.model]
+        releases: dict[str, int] = {"": 0}
+        release_index = [releases.setdefault(r, len(releases)) for r in self.release]
         rows = sorted(self.errors)
         for code, n in _count_codes(self.errors).items():
             M.ERRORS.labels(code_pb2.Code.Name(code)).inc(n)
@@ -86,6 +93,8 @@ class _Columns:
             reasons=list(reasons),
             model_index=model_index,
             model_versions=list(models),
+            release_index=release_index,
+            releases=list(releases),
             error_rows=rows,
             errors=[types_pb2.EventError(code=self.errors[r][0], field=self.errors[r][1], message=self.errors[r][2])
                     for r in rows],

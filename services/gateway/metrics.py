@@ -33,3 +33,15 @@ LATE_FOLDS = Counter(
     "their budget ran out: folded, failed, or skipped (too many in flight)",
     ["outcome"],
 )
+SHADOW_BATCHES = Counter(
+    "scoring_gateway_shadow_batches_total", "Batches scored by a shadow release, by outcome (scored, degraded, "
+    "failed, skipped)", ["outcome"]
+)
+RELEASE_EVENTS = Counter(
+    "scoring_gateway_release_events_total", "Events answered, by release and deciding stage", ["release", "stage"]
+)
+RELEASE_DEGRADED = Counter("scoring_gateway_release_degraded_total", "Degraded answers, by release", ["release"])
+RELEASE_ROLE = Gauge(
+    "scoring_gateway_release_role", "1 for the release in each role now (champion, candidate, shadow, previous)",
+    ["release", "role"]
+)

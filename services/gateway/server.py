@@ -53,6 +53,7 @@ def _response(transaction_id: str, outcome: Outcome) -> types_pb2.ScoreResponse:
         degraded_reason=outcome.error or outcome.degraded_reason,
         model_version=outcome.model_version,
         filter_score=outcome.filter_score,
+        release=outcome.release,
     )
     if outcome.error:
         response.error.CopyFrom(

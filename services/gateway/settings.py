@@ -19,6 +19,15 @@ class GatewaySettings(ServiceSettings):
     filter_address: str = "127.0.0.1:50053"
     triton_address: str = "127.0.0.1:8001"
     ensemble_model: str = "fraud_ensemble"
+    # The admin API (scoring.v1.Releases, `scoring release ...`): its own port, on loopback unless set otherwise.
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 50055
+    # The release store (scoring.releases.store). Empty: no releases; the stages' own models score every event.
+    release_dir: str = "artifacts/releases"
+    # The training output the first release is made from when the store holds none.
+    release_bootstrap_dir: Path = Path("artifacts")
+    # Triton's model repository as this gateway sees it: releases are written into it before they are loaded.
+    triton_repository: Path = Path("artifacts/triton_repository")
     # Each event's budget: min(the client's deadline, this). A client asks for another explicitly with the metadata
     # key x-scoring-budget-ms (backfills, evaluations), up to max_budget_ms.
     budget_ms: float = 10.0

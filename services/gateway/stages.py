@@ -195,6 +195,14 @@ class FeatureClient:
         finally:
             traced.span.end()
 
+    async def describe(self, timeout_s: float) -> dict[str, str]:
+        """The feature schema hash of each scenario the feature service folds."""
+        try:
+            reply = await self.stub.Describe(features_pb2.DescribeRequest(), timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _from_rpc_error("features", exc) from exc
+        return {s.scenario: s.hash for s in reply.schemas}
+
     async def close(self) -> None:
         await self.channel.close()
 
@@ -205,7 +213,7 @@ class FilterClient:
         self.stub = filter_pb2_grpc.FilterModelStub(self.channel)
 
     async def predict(
-        self, features: np.ndarray, self_contained_only: bool, timeout_s: float, scenario: str = ""
+        self, features: np.ndarray, self_contained_only: bool, timeout_s: float, scenario: str = "", release: str = ""
     ) -> FilterResult:
         request = filter_pb2.FilterRequest(
             rows=features.shape[0],
@@ -213,6 +221,7 @@ class FilterClient:
             features=np.ascontiguousarray(features, dtype="<f4").tobytes(),
             self_contained_only=self_contained_only,
             scenario=scenario,
+            release=release,
         )
         traced = _TracedCall("/scoring.v1.FilterModel/Predict")
         try:
@@ -248,7 +257,11 @@ class EnsembleClient:
         self.client = triton.InferenceServerClient(url=address, channel_args=CHANNEL_OPTIONS)
         self.tracer = trace.get_tracer("scoring.gateway.ensemble")
 
-    async def score(self, features: np.ndarray, sequences: np.ndarray, timeout_s: float) -> EnsembleResult:
+    async def score(
+        self, features: np.ndarray, sequences: np.ndarray, timeout_s: float, model: tuple[str, int] | None = None
+    ) -> EnsembleResult:
+        """`model`: (Triton model, explicit version) of a release; None: this client's model, Triton's choice of
+        version (the training run's own repository, without a release store)."""
         inputs = [
             triton.InferInput("FEATURES", list(features.shape), "FP32"),
             triton.InferInput("SEQUENCE", list(sequences.shape), "FP32"),
@@ -257,8 +270,9 @@ class EnsembleClient:
         inputs[1].set_data_from_numpy(np.ascontiguousarray(sequences, dtype=np.float32))
         # tritonclient's aio client takes no interceptor: the client span and the traceparent header are ours.
         # Triton traces every request that carries a traceparent, so only sampled ones get it.
+        name, pinned = model if model is not None else (self.model, 0)
         with self.tracer.start_as_current_span(
-            f"triton infer {self.model}", kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
+            f"triton infer {name}", kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
         ) as span:
             headers: dict[str, str] | None = None
             if span.is_recording():
@@ -266,17 +280,20 @@ class EnsembleClient:
                 propagate.inject(headers)
                 span.set_attributes(
                     {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": "ModelInfer",
-                     "scoring.model": self.model, "scoring.batch_size": int(features.shape[0])}
+                     "scoring.model": name, "scoring.batch_size": int(features.shape[0])}
                 )
-            return await self._score(inputs, timeout_s, headers, span)
+            return await self._score(inputs, timeout_s, headers, span, name, pinned)
 
     async def _score(
-        self, inputs: list[triton.InferInput], timeout_s: float, headers: dict[str, str] | None, span: trace.Span
+        self, inputs: list[triton.InferInput], timeout_s: float, headers: dict[str, str] | None, span: trace.Span,
+        model: str | None = None, pinned: int = 0,
     ) -> EnsembleResult:
         try:
             # Our own cutoff on top of the client's: with Triton 2.51 a request can come back only at a later
             # deadline than the one it was given (seen with tiny queue timeouts), and a late answer is useless.
-            result = await asyncio.wait_for(self._infer(inputs, timeout_s, headers), timeout_s + CUTOFF_MARGIN_S)
+            result = await asyncio.wait_for(
+                self._infer(inputs, timeout_s, headers, model or self.model, pinned), timeout_s + CUTOFF_MARGIN_S
+            )
         except TimeoutError as exc:
             span.set_status(trace.StatusCode.ERROR, "timeout")
             raise StageError("ensemble", "timeout", f"no answer within {timeout_s * 1e3:.2f} ms") from exc
@@ -317,11 +334,13 @@ class EnsembleClient:
                               probs=probs.astype(np.float64), signal=signal.astype(np.int8))
 
     async def _infer(
-        self, inputs: list[triton.InferInput], timeout_s: float, headers: dict[str, str] | None = None
+        self, inputs: list[triton.InferInput], timeout_s: float, headers: dict[str, str] | None = None,
+        model: str | None = None, version: int = 0,
     ) -> triton.InferResult:
         return await self.client.infer(
-            self.model,
+            model or self.model,
             inputs,
+            model_version=str(version) if version else "",
             headers=headers,
             # All outputs: asking a Triton 2.51 ensemble for a subset fails with "unexpected deadlock".
             outputs=None,

@@ -47,6 +47,8 @@ CONTAINER_VALUES: dict[tuple[str, str], tuple[Any, str]] = {
                                                 "every other scenario's filter, mounted and copied as fraud's is"),
     ("GatewaySettings", "scenario_model_dirs"): ({"market": Path("/models/market/filter")},
                                                  "the same filter files, for those scenarios' last resort"),
+    ("GatewaySettings", "release_dir"): ("", "releases serve the local target's fused Triton model; the container "
+                                             "target's (onnxruntime backend) is not built yet"),
 }
 # The variables naming the other scenarios' filter folders, which compose, k8s and the launcher set alike.
 SCENARIO_DIR_VARIABLES = {"filter-model": "FILTER_SCENARIO_MODEL_DIRS", "gateway": "GATEWAY_SCENARIO_MODEL_DIRS"}

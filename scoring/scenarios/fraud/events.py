@@ -19,3 +19,14 @@ class EventBatch:
 
     def __len__(self) -> int:
         return len(self.transaction_id)
+
+    def take(self, rows: np.ndarray) -> EventBatch:
+        """The events at `rows` (indices), in that order."""
+        picked = rows.tolist()
+        return EventBatch(
+            transaction_id=[self.transaction_id[i] for i in picked],
+            event_time_us=self.event_time_us[rows],
+            customer_id=[self.customer_id[i] for i in picked],
+            terminal_id=[self.terminal_id[i] for i in picked],
+            amount=self.amount[rows],
+        )

@@ -30,6 +30,8 @@ from typing import Final
 
 import numpy as np
 
+from scoring.common.schema import FeatureSchema
+
 US_PER_DAY: Final = 86_400_000_000
 WINDOWS_DAYS: Final = (1, 7, 30)
 TERMINAL_WINDOWS_DAYS: Final = (8, 14, 37)
@@ -61,6 +63,9 @@ SEQ_FEATURE_NAMES: Final[tuple[str, ...]] = (
     "tx_during_night",
     "present",
 )
+# What a release pins (scoring.common.schema): bump FEATURE_DEFINITION_VERSION when a definition changes.
+FEATURE_DEFINITION_VERSION: Final = 1
+SCHEMA: Final = FeatureSchema("fraud", FEATURE_DEFINITION_VERSION, FEATURE_NAMES, SEQ_FEATURE_NAMES, SEQ_LEN)
 
 N_WINDOWS: Final = len(WINDOWS_DAYS)
 N_TERMINAL_WINDOWS: Final = len(TERMINAL_WINDOWS_DAYS)

@@ -343,6 +343,7 @@ class FraudFold:
 
     request_field = None  # the request's own columns (transaction_id, event_time_us, ...)
     takes_labels = True
+    schema = F.SCHEMA
 
     def __init__(self, clients: RedisClients) -> None:
         self.store = FeatureStore(clients)

@@ -261,6 +261,8 @@ def train(out: Path, config: TrainConfig, data: Path | None = None) -> dict[str,
         "fingerprint": source_fingerprint(),
         "config": _config_dict(config),
         "version": MODEL_VERSION,
+        # The features the models were trained on: a release pins it, and the gateway refuses a mismatch.
+        "feature_schema": F.SCHEMA.to_dict(),
         "label_delay": config.label_delays[0],
         "label_delays_trained": list(config.label_delays),
         "rows": int(len(frame)),

@@ -23,6 +23,8 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from scoring.common.schema import FeatureSchema
+
 TICK_SIZE: Final = 0.01
 # Ticks a window holds (the online ring's length): the longest tick window plus the step before it.
 WINDOW: Final = 32
@@ -52,6 +54,9 @@ FEATURE_NAMES: Final = (
 )
 SEQ_FEATURE_NAMES: Final = ("ofi_step", "mid_change", "signed_volume", "queue_imbalance", "spread_ticks",
                             "microprice_minus_mid", "log_dt_s")
+# What a release pins (scoring.common.schema): bump FEATURE_DEFINITION_VERSION when a definition changes.
+FEATURE_DEFINITION_VERSION: Final = 1
+SCHEMA: Final = FeatureSchema("market", FEATURE_DEFINITION_VERSION, FEATURE_NAMES, SEQ_FEATURE_NAMES, SEQ_LEN)
 # The features a tick carries by itself: what the gateway can still use when the feature service is down.
 SELF_CONTAINED: Final = ("queue_imbalance", "microprice_minus_mid", "spread_ticks")
 SIDE_BUY, SIDE_SELL = 1, 2

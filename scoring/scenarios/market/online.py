@@ -224,6 +224,7 @@ class MarketFold:
 
     request_field = "ticks"
     takes_labels = False
+    schema = MF.SCHEMA
 
     def __init__(self, clients: RedisClients) -> None:
         self.store = TickStore(clients.folds, state_ttl_s=clients.state_ttl_s, shards=clients.shards)

@@ -181,6 +181,7 @@ def train(out: Path, config: MarketTrainConfig = MarketTrainConfig()) -> dict[st
         "fingerprint": source_fingerprint(),
         "config": asdict(config),
         "version": version,
+        "feature_schema": MF.SCHEMA.to_dict(),  # what a release pins
         "rows": {name: int(mask.sum()) for name, mask in data.parts.items()},
         "class_share_test": np.bincount(y[data.parts["test"]], minlength=3).tolist(),
         "filter_threshold": threshold,

@@ -12,6 +12,7 @@ Config `parameters`: `gbt_file` / `seq_file` (ONNX files in the version folder),
 (XGBoost's `probabilities` [N, 2], class-1 column), `seq_output`, `seq_inputs` (JSON: Triton input -> ONNX input
 of the sequence model), `gbt_input` (the GBT's ONNX input fed with FEATURES), `w_gbt`, `w_seq`, `bias` (the
 stacker: SCORE = sigmoid(w_gbt * logit(P_GBT) + w_seq * logit(P_SEQ) + bias), as `combiner.py`).
+A version folder's `blend.json` overrides these per version (a release's own stacker).
 Imports only numpy, onnxruntime and triton_python_backend_utils.
 """
 
@@ -24,6 +25,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+BLEND_FILE = "blend.json"
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -51,6 +54,12 @@ class TritonPythonModel:
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         self._model_name = args["model_name"]
         folder = os.path.join(args["model_repository"], args["model_version"])
+        # A release's version folder carries its own blend (`blend.json`: the same keys), over the config's: the
+        # versions of one model share a config, but each release has its own stacker.
+        blend = os.path.join(folder, BLEND_FILE)
+        if os.path.exists(blend):
+            with open(blend) as f:
+                params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in json.load(f).items()})
         self._gbt = _session(os.path.join(folder, params["gbt_file"]))
         self._seq = _session(os.path.join(folder, params["seq_file"]))
         self._gbt_input = params["gbt_input"]
