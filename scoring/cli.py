@@ -470,6 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     chaos.add_argument("--json", type=Path, default=None, help="also write the reports as JSON")
     chaos.set_defaults(func=cmd_chaos)
 
+    from scoring import release_cli
+
+    release_cli.add_parser(sub)
+
     args = parser.parse_args(argv)
     return int(args.func(args))
 

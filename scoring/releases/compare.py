@@ -20,12 +20,14 @@ class PairedWindow:
         self.primary = np.zeros(capacity)
         self.shadow = np.zeros(capacity)
         self.ids: list[str] = [""] * capacity
-        self.n = 0  # pairs seen in all
+        self.n = 0  # pairs written into the ring in all
+        self.seen = 0  # pairs seen in all (a batch larger than the ring keeps its last `capacity`)
         self.failed = 0  # shadow batches that got no score (a stage failed or was late)
         self.skipped = 0  # batches not shadowed (too many shadow batches in flight)
 
     def add(self, ids: list[str], primary: np.ndarray, shadow: np.ndarray) -> None:
         m = len(ids)
+        self.seen += m
         if m == 0:
             return
         if m > self.capacity:
@@ -40,7 +42,7 @@ class PairedWindow:
 
     def figures(self, primary_threshold: float, shadow_threshold: float) -> dict[str, Any]:
         size = min(self.n, self.capacity)
-        out: dict[str, Any] = {"pairs": size, "pairs_seen": self.n, "shadow_failed_batches": self.failed,
+        out: dict[str, Any] = {"pairs": size, "pairs_seen": self.seen, "shadow_failed_batches": self.failed,
                                "shadow_skipped_batches": self.skipped}
         if size == 0:
             return out

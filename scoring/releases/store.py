@@ -276,3 +276,14 @@ def materialise(release: Release, repository: Path) -> Path:
 def remove_model(release: Release, repository: Path) -> None:
     """Deletes a retired release's Triton model folder (after Triton unloaded it), so a restart does not load it."""
     shutil.rmtree(repository / release.triton_model, ignore_errors=True)
+
+
+def reset(artifacts: Path) -> None:
+    """Forgets the releases of a training output folder that is being trained again (`scoring train --out DIR`):
+    what the folder serves is its new models, so its store starts over from them (the gateway makes the first
+    release again). Releases meant to outlive a retraining are made from training runs in other folders."""
+    shutil.rmtree(Path(artifacts) / "releases", ignore_errors=True)
+    repository = Path(artifacts) / "triton_repository"
+    if repository.is_dir():
+        for model in repository.glob("fraud_ensemble_r*"):
+            shutil.rmtree(model, ignore_errors=True)

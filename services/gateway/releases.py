@@ -16,8 +16,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as triton
@@ -281,7 +281,7 @@ class ReleaseManager:
     def shadow_figures(self) -> dict[str, object]:
         """The paired comparison of the shadow (or the last shadow) with the champion it ran beside."""
         routing = self.routing
-        if routing.mode != "shadow" and self.window.n == 0:
+        if routing.mode != "shadow" and self.window.seen == 0:
             return {}
         champion, candidate = routing.champion, routing.candidate
         figures = self.window.figures(self.alert_threshold.get(champion, 0.5), self.alert_threshold.get(candidate, 0.5))

@@ -216,6 +216,9 @@ def train(out: Path, config: TrainConfig, data: Path | None = None) -> dict[str,
     t = lap("choose", t)
 
     models = out / "models"
+    from scoring.releases.store import reset as reset_releases
+
+    reset_releases(out)  # this folder now serves its new models: its release store starts over from them
     filt.export_filter(
         main_filter, fallback_filter, models / "filter", threshold=filter_threshold, version=str(MODEL_VERSION),
         calibration=calibration,
