@@ -336,6 +336,16 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
                            f"({tr['difference']:+.1%}; target within 10%: "
                            f"{'met' if tr['within_10_percent'] else 'missed'}).")
 
+        if config.standard and stack is not None:
+            from scoring.bench.flips import format_flips, release_flips
+
+            print("release flips: 50 canary/promote/rollback cycles under a steady stream, against the same stream "
+                  "without flips ...", flush=True)
+            flips = await release_flips(stack, source, run_tag, duration_s=max(config.duration_s, 10.0))
+            result["release_flips"] = flips
+            summary.append(format_flips(flips))
+            print(f"  {format_flips(flips)}", flush=True)
+
     if config.gateway:
         await body(config.gateway, config.features, None)
     else:

@@ -12,6 +12,7 @@ from scoring.common.logs import configure_logging
 from scoring.common.metrics import serve_metrics
 from scoring.common.server import GrpcServer, run_service
 from scoring.common.telemetry import root_sampling_ratio, setup_tracing
+from scoring.releases.gates import GateSpec
 from scoring.releases.store import ReleaseStore
 from scoring.scenarios import registry
 from scoring.scenarios.fraud.last_resort import LastResort
@@ -51,6 +52,13 @@ async def main() -> None:
         releases = ReleaseManager(
             ReleaseStore(Path(settings.release_dir)), settings.triton_repository, settings.triton_address, features,
             filter_client, ensemble, n_features=edge.n_features, seq_shape=edge.seq_shape,
+            gate=GateSpec(
+                min_events=settings.gate_min_events, min_pairs=settings.gate_min_pairs,
+                p99_ratio=settings.gate_p99_ratio, alert_rate_ratio=settings.gate_alert_rate_ratio,
+                max_score_psi=settings.gate_max_score_psi, min_agreement=settings.gate_min_agreement,
+            ),
+            gate_interval_s=settings.gate_interval_s,
+            step_min_s=settings.gate_step_min_s,
         )
     cascade = Cascade(
         features,

@@ -61,6 +61,7 @@ class ReleasesServicer(releases_pb2_grpc.ReleasesServicer):
         detail.pop("salt")  # which entities are on the candidate is not for the admin API to give away
         detail["loaded"] = sorted(self.manager.loaded)
         detail["shadow"] = self.manager.shadow_figures()
+        detail["gate"] = self.manager.gate_figures()
         return releases_pb2.ReleaseStatus(
             scenario=SCENARIO, champion=routing.champion, candidate=routing.candidate, mode=routing.mode,
             canary_fraction=routing.fraction, steps=list(routing.steps), step=routing.step, previous=routing.previous,

@@ -284,6 +284,9 @@ class MicroBatcher:
                 arrival = np.repeat([p.deadline - p.budget for p in live], [p.size for p in live])
                 budget = np.repeat([p.budget for p in live], [p.size for p in live])
                 _count(outcome, arrival)
+                releases = getattr(self.cascade, "releases", None)
+                if releases is not None:
+                    releases.observe(outcome, time.monotonic() - arrival)
                 if self.admission is not None:
                     _observe(self.admission, outcome, arrival, budget, self.cascade.shares, urgent.budget)
                 if batch_span is not None:

@@ -254,9 +254,12 @@ class Cascade:
             return await self._models(batch, features, sequences, self_contained, reasons, budget, started, deadline,
                                       timings, None)
         groups = self.releases.plan(batch.customer_id)
+        champion = self.releases.champion
+        on_champion: tuple[BatchOutcome, np.ndarray | None] | None
         if len(groups) == 1:
             outcome = await self._models(batch, features, sequences, self_contained, reasons, budget, started,
                                          deadline, timings, groups[0].release)
+            on_champion = (outcome, None) if groups[0].release is champion else None
         else:
             # A canary: each release scores its own customers' rows, both at once, on the features of this one call.
             parts = await asyncio.gather(*(
@@ -265,9 +268,15 @@ class Cascade:
                 for g in groups if g.rows is not None
             ))
             outcome = _merge(n, [g.rows for g in groups if g.rows is not None], parts, timings)
+            on_champion = (parts[0], groups[0].rows)
+        # The shadow (and a canary's candidate) scores copies of the champion's events, for the paired comparison.
         shadow = self.releases.shadow()
-        if shadow is not None:
-            self._shadow(batch, features, sequences, self_contained, outcome, shadow)
+        if shadow is not None and on_champion is not None:
+            part, rows = on_champion
+            if rows is None:
+                self._shadow(batch, features, sequences, self_contained, part, shadow)
+            else:
+                self._shadow(batch.take(rows), features[rows], sequences[rows], self_contained, part, shadow)
         return outcome
 
     async def _models(

@@ -45,3 +45,7 @@ RELEASE_ROLE = Gauge(
     "scoring_gateway_release_role", "1 for the release in each role now (champion, candidate, shadow, previous)",
     ["release", "role"]
 )
+GATE_STATE = Gauge(
+    "scoring_gateway_release_gate", "1 for the canary gate's last verdict (pass, fail, inconclusive) per candidate",
+    ["release", "state"]
+)

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tritonclient.grpc.aio as triton
@@ -26,9 +26,14 @@ from tritonclient.utils import InferenceServerException
 from scoring.common.schema import SchemaMismatch
 from scoring.releases.audit import AuditLog
 from scoring.releases.compare import PairedWindow
+from scoring.releases.gates import FAIL, INCONCLUSIVE, PASS, GateSpec, ReleaseWindow, Verdict, judge
 from scoring.releases.routing import Routing, RoutingFile, on_candidate, validate_steps
 from scoring.releases.store import Release, ReleaseError, ReleaseStore, materialise, remove_model
+from services.gateway import metrics as M
 from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient, StageError
+
+if TYPE_CHECKING:
+    from services.gateway.cascade import BatchOutcome
 
 log = logging.getLogger(__name__)
 SCENARIO = "fraud"
@@ -61,6 +66,9 @@ class ReleaseManager:
         *,
         n_features: int,
         seq_shape: tuple[int, ...],
+        gate: GateSpec | None = None,
+        gate_interval_s: float = 1.0,
+        step_min_s: float = 10.0,
     ) -> None:
         self.store = store
         self.audit = AuditLog(store.root / "audit.jsonl")
@@ -78,6 +86,15 @@ class ReleaseManager:
         self.alert_threshold: dict[str, float] = {}
         self.window = PairedWindow()
         self._lock = asyncio.Lock()
+        # The canary's gate: each step's figures per release, judged every gate_interval_s; a step holds at least
+        # step_min_s before it may pass.
+        self.gate = gate or GateSpec()
+        self.gate_interval_s = gate_interval_s
+        self.step_min_s = step_min_s
+        self.windows: dict[str, ReleaseWindow] = {}
+        self.step_started = 0.0
+        self.verdict: Verdict | None = None
+        self._gate_task: asyncio.Task[None] | None = None
 
     # --- the hot path -------------------------------------------------------------------------------------------
 
@@ -100,8 +117,25 @@ class ReleaseManager:
         return [Group(champion, np.flatnonzero(~mask)), Group(candidate, np.flatnonzero(mask))]
 
     def shadow(self) -> Release | None:
+        """The release that scores copies of champion events off the answer's path: the candidate, in shadow mode
+        and during a canary (whose gate reads the paired agreement)."""
         routing = self.routing
-        return self.loaded.get(routing.candidate) if routing.mode == "shadow" and routing.candidate else None
+        return self.loaded.get(routing.candidate) if routing.mode in ("shadow", "canary") else None
+
+    def observe(self, outcome: BatchOutcome, latency_s: np.ndarray) -> None:
+        """A batch's answers into the canary's per-release windows (nothing outside a canary)."""
+        if self.routing.mode != "canary" or not outcome.release:
+            return
+        releases = np.asarray(outcome.release)
+        degraded = np.fromiter((bool(r) for r in outcome.degraded_reason), dtype=bool, count=len(releases))
+        error = np.fromiter((bool(e) for e in outcome.error), dtype=bool, count=len(releases))
+        for name in np.unique(releases).tolist():
+            window = self.windows.get(name)
+            if window is None:
+                continue
+            rows = releases == name
+            window.add(latency_s[rows], outcome.score[rows], degraded[rows], error[rows],
+                       self.alert_threshold.get(name, 0.5))
 
     # --- start and loading ----------------------------------------------------------------------------------------
 
@@ -116,6 +150,58 @@ class ReleaseManager:
         service_hash = await self._service_hash(required=False)
         for name in routing.live():
             await self._load(self.store.get(name), service_hash)
+        self._publish_roles()
+        if routing.mode == "canary":
+            self._new_step()  # a restarted gateway judges the step afresh: its figures were in the old process
+        self._gate_task = asyncio.ensure_future(self._gate_loop())
+
+    def _new_step(self) -> None:
+        """Fresh windows for a step; at 100% the champion answers nothing, so its last step's window stays the
+        reference (and so does the paired comparison gathered so far)."""
+        champion = self.windows.get(self.routing.champion)
+        if self.routing.fraction < 1.0 or champion is None:
+            champion = ReleaseWindow()
+        self.windows = {self.routing.champion: champion, self.routing.candidate: ReleaseWindow()}
+        self.step_started = time.monotonic()
+        self.verdict = None
+
+    async def _gate_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.gate_interval_s)
+            try:
+                await self.judge_step()
+            except Exception:  # the loop must outlive any one bad verdict; counted in the log
+                log.exception("gate failed")
+
+    async def judge_step(self) -> Verdict | None:
+        """One look at the canary's step: roll back on a failed gate, step up (or promote) on a passed one."""
+        routing = self.routing
+        if routing.mode != "canary":
+            return None
+        champion, candidate = self.windows.get(routing.champion), self.windows.get(routing.candidate)
+        if champion is None or candidate is None:
+            return None
+        verdict = judge(self.gate, champion, candidate, self.shadow_figures())
+        self.verdict = verdict
+        for state in (PASS, FAIL, INCONCLUSIVE):
+            M.GATE_STATE.labels(routing.candidate, state).set(1.0 if verdict.state == state else 0.0)
+        if verdict.state == FAIL:
+            log.warning("gate failed: rolling back", extra={"release": routing.candidate,
+                                                             "reasons": list(verdict.reasons)})
+            await self.rollback("gate", "; ".join(verdict.reasons), gate=verdict.to_dict())
+        elif verdict.state == PASS and time.monotonic() - self.step_started >= self.step_min_s:
+            async with self._lock:
+                if self.routing != routing:
+                    return verdict  # changed by an admin call meanwhile
+                if routing.step + 1 < len(routing.steps):
+                    self._set(routing.changed("gate passed", step=routing.step + 1))
+                    self._new_step()
+                    self.audit.append("canary_step", routing.candidate, by="gate", step=routing.step + 1,
+                                      fraction=self.routing.fraction, champion=routing.champion,
+                                      gate=verdict.to_dict())
+                    return verdict
+            await self.promote(routing.candidate, "gate", gate=verdict.to_dict())
+        return verdict
 
     def _bootstrap(self, source: Path | None) -> Routing:
         existing = [r for r in self.store.all() if r.scenario == SCENARIO]
@@ -183,6 +269,15 @@ class ReleaseManager:
     def _set(self, routing: Routing) -> None:
         self.routing_file.write(routing, SCENARIO)
         self.routing = routing
+        self._publish_roles()
+
+    def _publish_roles(self) -> None:
+        routing = self.routing
+        roles = {"champion": routing.champion, "candidate": routing.candidate if routing.mode == "canary" else "",
+                 "shadow": routing.candidate if routing.mode == "shadow" else "", "previous": routing.previous}
+        for name in self.loaded:
+            for role, holder in roles.items():
+                M.RELEASE_ROLE.labels(name, role).set(1.0 if holder == name else 0.0)
 
     async def create(self, name: str, source: Path, by: str) -> Release:
         async with self._lock:
@@ -205,7 +300,10 @@ class ReleaseManager:
         async with self._lock:
             release = self._candidate_release(name)
             await self._load(release, await self._service_hash(required=True))
+            self.window = PairedWindow()
             self._set(self.routing.changed("canary", candidate=name, mode="canary", steps=steps, step=0))
+            self.windows = {}
+            self._new_step()
             self.audit.append("canary_step", name, by=by, fraction=steps[0], step=0, champion=self.routing.champion)
             return self.routing
 
@@ -287,7 +385,14 @@ class ReleaseManager:
         figures = self.window.figures(self.alert_threshold.get(champion, 0.5), self.alert_threshold.get(candidate, 0.5))
         return {"champion": champion, "shadow": candidate, **figures}
 
+    def gate_figures(self) -> dict[str, Any]:
+        if self.verdict is None:
+            return {}
+        return self.verdict.to_dict() | {"step_held_s": round(time.monotonic() - self.step_started, 1)}
+
     async def close(self) -> None:
+        if self._gate_task is not None:
+            self._gate_task.cancel()
         await self.triton.close()
 
 

@@ -28,6 +28,15 @@ class GatewaySettings(ServiceSettings):
     release_bootstrap_dir: Path = Path("artifacts")
     # Triton's model repository as this gateway sees it: releases are written into it before they are loaded.
     triton_repository: Path = Path("artifacts/triton_repository")
+    # The canary's gate (scoring.releases.gates.GateSpec): a step passes only on enough events and figures in bounds.
+    gate_min_events: int = 2000
+    gate_min_pairs: int = 500
+    gate_interval_s: float = 1.0
+    gate_step_min_s: float = 10.0
+    gate_p99_ratio: float = 1.5
+    gate_alert_rate_ratio: float = 2.0
+    gate_max_score_psi: float = 0.2
+    gate_min_agreement: float = 0.95
     # Each event's budget: min(the client's deadline, this). A client asks for another explicitly with the metadata
     # key x-scoring-budget-ms (backfills, evaluations), up to max_budget_ms.
     budget_ms: float = 10.0

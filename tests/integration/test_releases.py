@@ -6,6 +6,7 @@ session's stack. Each candidate is made from a training output folder, as `scori
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -29,6 +30,9 @@ pytestmark = pytest.mark.integration
 
 CUSTOMERS = 2000
 START_S = 1_530_000_000
+# The gate of this stack: small samples and short steps, so that a canary walks in tens of seconds.
+GATE_MIN_EVENTS = 1000
+GATE_STEP_MIN_S = 1.0
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -38,9 +42,11 @@ async def release_stack(artifacts: Path, tmp_path_factory: pytest.TempPathFactor
     root = tmp_path_factory.mktemp("releases")
     copy = root / "artifacts"
     shutil.copytree(artifacts, copy, ignore=shutil.ignore_patterns("logs", "triton_work", "releases",
-                                                                   "fraud_ensemble_r*", "data"))
-    config = StackConfig(artifacts=copy, ports=Ports.free(), env={"GATEWAY_BUDGET_MS": "3000"},
-                         log_dir=root / "logs")
+                                                                   "fraud_ensemble_r*"))
+    env = {"GATEWAY_BUDGET_MS": "3000", "GATEWAY_GATE_MIN_EVENTS": str(GATE_MIN_EVENTS),
+           "GATEWAY_GATE_MIN_PAIRS": "300", "GATEWAY_GATE_STEP_MIN_S": str(GATE_STEP_MIN_S),
+           "GATEWAY_GATE_INTERVAL_S": "0.5"}
+    config = StackConfig(artifacts=copy, ports=Ports.free(), env=env, log_dir=root / "logs")
     async with Stack(config) as running:
         yield running
 
@@ -216,3 +222,137 @@ async def test_shadow_reports_paired_figures_and_its_killed_models_leave_the_ans
           f"{len(killed)} answers, none degraded")
     assert figures["shadow_failed_batches"] > failed_before
     await admin.Rollback(releases_pb2.RollbackRequest(by="test", reason="shadow test over"), timeout=10)
+
+
+class _Stream:
+    """A client streaming batches until stopped, counting what it sent and what came back."""
+
+    def __init__(self, gateway: object, tag: str) -> None:
+        self.gateway, self.tag = gateway, tag
+        self.sent = self.answered = self.errors = 0
+        self.releases: dict[str, int] = defaultdict(int)
+        self._stop = False
+
+    async def run(self) -> None:
+        async def requests():  # noqa: ANN202
+            i = 0
+            while not self._stop:
+                batch = [_tx(i + j, (i + j) % CUSTOMERS, self.tag) for j in range(100)]
+                i += 100
+                self.sent += len(batch)
+                yield gateway_pb2.ScoreBatchRequest(transactions=batch)
+                await asyncio.sleep(0.02)
+
+        async for reply in self.gateway.ScoreBatchStream(requests(), timeout=300):  # type: ignore[attr-defined]
+            for a in reply.responses:
+                self.answered += 1
+                self.errors += bool(a.error.code)
+                self.releases[a.release] += 1
+
+    def stop(self) -> None:
+        self._stop = True
+
+
+async def _status(admin: object) -> tuple[releases_pb2.ReleaseStatus, dict]:
+    status = await admin.Status(releases_pb2.StatusRequest(), timeout=10)  # type: ignore[attr-defined]
+    return status, json.loads(status.detail_json)
+
+
+async def _until(admin: object, done, timeout_s: float) -> tuple[releases_pb2.ReleaseStatus, dict]:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status, detail = await _status(admin)
+        if done(status) or time.monotonic() > deadline:
+            return status, detail
+        await asyncio.sleep(0.25)
+
+
+def _audit(release_stack: object, name: str) -> list[dict]:
+    path = release_stack.config.artifacts / "releases" / "audit.jsonl"  # type: ignore[attr-defined]
+    return [e for e in map(json.loads, path.read_text().splitlines()) if e["release"] == name]
+
+
+async def test_a_gate_with_too_few_events_is_inconclusive_and_does_not_promote(
+    release_stack, clients, tmp_path
+) -> None:
+    gateway, admin = clients
+    champion = (await _status(admin))[0].champion
+    source = _source(release_stack, tmp_path, "few-run")
+    await admin.Create(releases_pb2.CreateReleaseRequest(name="few", source=str(source)), timeout=60)
+    await admin.Canary(releases_pb2.CanaryRequest(name="few", steps=[0.5, 1.0]), timeout=180)
+    await _stream(gateway, "few", 200)  # far under GATEWAY_GATE_MIN_EVENTS of each release
+    status, detail = await _until(admin, lambda s: False, 3 * GATE_STEP_MIN_S)
+    print("too few events:", detail["gate"]["state"], detail["gate"]["reasons"])
+    assert detail["gate"]["state"] == "inconclusive" and "too few events" in detail["gate"]["reasons"][0]
+    assert (status.mode, status.step, status.champion) == ("canary", 0, champion)
+    await admin.Rollback(releases_pb2.RollbackRequest(reason="test over"), timeout=10)
+
+
+async def test_a_bad_candidate_is_rolled_back_by_the_gate_with_every_event_answered(
+    release_stack, clients, tmp_path
+) -> None:
+    gateway, admin = clients
+    champion = (await _status(admin))[0].champion
+    source = _source(release_stack, tmp_path, "bad-run")
+    report = json.loads((source / "train_report.json").read_text())
+    report["stacker"]["bias"] += 6.0  # every event the filter passes now scores near 1: alerts on most of them
+    (source / "train_report.json").write_text(json.dumps(report))
+    await admin.Create(releases_pb2.CreateReleaseRequest(name="bad", source=str(source)), timeout=60)
+    stream = _Stream(gateway, "bad")
+    task = asyncio.ensure_future(stream.run())
+    try:
+        await asyncio.sleep(1.0)
+        started = time.time()
+        await admin.Canary(releases_pb2.CanaryRequest(name="bad", steps=[0.25, 0.5, 1.0], by="test"), timeout=180)
+        status, detail = await _until(admin, lambda s: s.mode == "none", 120)
+    finally:
+        stream.stop()
+        await task
+    rolled = [e for e in _audit(release_stack, "bad") if e["event"] == "rolled_back"]
+    assert status.mode == "none" and status.champion == champion and rolled, detail
+    gate = rolled[0]["detail"]["gate"]
+    print(f"bad candidate rolled back by {rolled[0]['by']} {rolled[0]['at'] - started:.1f} s after the canary "
+          f"began: {gate['reasons']}; candidate {gate['figures']['candidate']}, champion "
+          f"{gate['figures']['champion']}, score PSI {gate['figures']['score_psi']:.3f}")
+    assert rolled[0]["by"] == "gate" and any("alert rate" in r for r in gate["reasons"])
+    assert stream.answered == stream.sent and stream.errors == 0
+    print(f"stream: {stream.sent} sent, {stream.answered} answered, by release {dict(stream.releases)}")
+
+
+async def test_a_good_candidate_walks_every_step_and_is_promoted(release_stack, clients, tmp_path) -> None:
+    gateway, admin = clients
+    champion = (await _status(admin))[0].champion
+    source = _source(release_stack, tmp_path, "good-run")
+    await admin.Create(releases_pb2.CreateReleaseRequest(name="good", source=str(source)), timeout=60)
+    stream = _Stream(gateway, "good")
+    task = asyncio.ensure_future(stream.run())
+    try:
+        await asyncio.sleep(1.0)
+        await admin.Canary(releases_pb2.CanaryRequest(name="good", steps=[0.25, 0.5, 1.0], by="test"), timeout=180)
+        status, detail = await _until(admin, lambda s: s.mode == "none", 240)
+    finally:
+        stream.stop()
+        await task
+    events = _audit(release_stack, "good")
+    walk = [(e["event"], e["detail"].get("fraction"), e["by"]) for e in events]
+    print("canary walk:", walk)
+    assert status.champion == "good" and status.previous == champion, (detail, walk)
+    assert [w[:2] for w in walk] == [("created", None), ("canary_step", 0.25), ("canary_step", 0.5),
+                                     ("canary_step", 1.0), ("promoted", None)]
+    assert all(by == "gate" for event, _, by in walk[2:])
+    assert stream.answered == stream.sent and stream.errors == 0
+    await admin.Rollback(releases_pb2.RollbackRequest(reason="back to the first champion"), timeout=10)
+
+
+async def test_release_flips_under_load_make_no_triton_load_and_end_on_the_champion(release_stack, clients) -> None:
+    from scoring.bench.flips import release_flips
+    from scoring.bench.workload import EventSource
+
+    _, admin = clients
+    champion = (await _status(admin))[0].champion
+    source = EventSource.from_artifacts(release_stack.config.artifacts, warm_days=2)  # type: ignore[attr-defined]
+    flips = await release_flips(release_stack, source, "t", cycles=5, duration_s=3.0)
+    print("flips:", flips)
+    assert flips["triton_loads_during_flips"] == 0
+    assert flips["champion_before"] == flips["champion_after"] == champion
+    assert flips["answered_flipping"] > 0 and flips["answered_steady"] > 0

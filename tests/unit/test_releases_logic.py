@@ -102,3 +102,45 @@ def test_store_refuses_bad_names_duplicates_missing_sources_and_changed_files(tm
         store.get("nothing")
     with pytest.raises(ReleaseError, match="not in the store"):
         store.get("../../etc")
+
+
+def _window(n: int, alert_share: float, latency_ms: float = 5.0, degraded: float = 0.0, seed: int = 0):
+    from scoring.releases.gates import ReleaseWindow
+
+    rng = np.random.default_rng(seed)
+    w = ReleaseWindow()
+    score = np.where(rng.random(n) < alert_share, 0.9, rng.random(n) * 0.05)
+    w.add(np.full(n, latency_ms / 1e3), score, rng.random(n) < degraded, np.zeros(n, dtype=bool), 0.5)
+    return w
+
+
+def test_gate_is_inconclusive_on_too_few_events_and_never_passes_on_no_data() -> None:
+    from scoring.releases.gates import GateSpec, judge
+
+    spec = GateSpec(min_events=1000, min_pairs=100)
+    verdict = judge(spec, _window(5000, 0.02), _window(300, 0.02), {"pairs": 1000, "agreement": 1.0})
+    assert verdict.state == "inconclusive" and "too few events" in verdict.reasons[0]
+    assert judge(spec, _window(0, 0.0), _window(0, 0.0), {}).state == "inconclusive"
+    verdict = judge(spec, _window(5000, 0.02), _window(2000, 0.02, seed=1), {"pairs": 10, "agreement": 1.0})
+    assert verdict.state == "inconclusive" and "shadow pairs" in verdict.reasons[0]
+
+
+def test_gate_passes_a_like_candidate_and_fails_on_each_bound_naming_it() -> None:
+    from scoring.releases.gates import GateSpec, judge
+
+    spec = GateSpec(min_events=1000, min_pairs=100)
+    shadow = {"pairs": 1000, "agreement": 0.99}
+    champion = _window(5000, 0.02)
+    assert judge(spec, champion, _window(2000, 0.02, seed=1), shadow).state == "pass"
+    cases = {
+        "alert rate": _window(2000, 0.20, seed=1),
+        "p99": _window(2000, 0.02, latency_ms=50.0, seed=1),
+        "degraded rate": _window(2000, 0.02, degraded=0.2, seed=1),
+    }
+    for needle, candidate in cases.items():
+        verdict = judge(spec, champion, candidate, shadow)
+        assert verdict.state == "fail" and any(needle in r for r in verdict.reasons), (needle, verdict)
+    verdict = judge(spec, champion, _window(2000, 0.02, seed=1), {"pairs": 1000, "agreement": 0.5})
+    assert verdict.state == "fail" and "agreement" in verdict.reasons[0]
+    shifted = judge(spec, champion, _window(2000, 0.20, seed=1), shadow)
+    assert shifted.figures["score_psi"] > 0.2 and any("PSI" in r for r in shifted.reasons)

@@ -1,0 +1,108 @@
+"""Release flips under load: the gateway's p99 and Triton's memory across promote/rollback cycles (`make bench`).
+
+A candidate is made from the stack's own training output and loaded once (a canary at 100% loads and warms it).
+Then a steady stream runs twice for the same time at the same rate: once with the routing left alone (the floor of
+this row), once while the routing flips between the two releases (canary at 100%, promote, rollback: one cycle,
+routing only). Reported: p99 of each, Triton's RSS (server and backend stubs) before and after the flips, and the
+models Triton loaded meanwhile (its log's "successfully loaded" lines: none is the point).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+
+from scoring.bench.driver import run_step
+from scoring.bench.workload import EventSource, build_load
+from scoring.v1 import releases_pb2, releases_pb2_grpc
+
+FLIP_RATE = 500.0
+
+
+def triton_rss_mb(stack: Any) -> float:
+    """Resident memory of tritonserver and every process under it (the Python-backend stubs)."""
+    child = stack.children.get("triton")
+    if child is None or child.pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(child.pid)
+        procs = [root, *root.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+def _loads(stack: Any) -> int:
+    return (Path(stack.config.logs) / "triton.log").read_text().count("successfully loaded")
+
+
+async def release_flips(stack: Any, source: EventSource, run_tag: str, *, cycles: int = 50,
+                        duration_s: float = 20.0) -> dict[str, Any]:
+    name = f"bench-flip-{run_tag}".lower()
+    async with grpc.aio.insecure_channel(stack.admin_address) as channel:
+        admin = releases_pb2_grpc.ReleasesStub(channel)
+        champion = (await admin.Status(releases_pb2.StatusRequest(), timeout=10)).champion
+        await admin.Create(releases_pb2.CreateReleaseRequest(name=name, source=str(stack.config.artifacts.resolve()),
+                                                             by="bench"), timeout=120)
+        await admin.Canary(releases_pb2.CanaryRequest(name=name, steps=[1.0], by="bench"), timeout=180)
+        await admin.Rollback(releases_pb2.RollbackRequest(by="bench", reason="loaded for the flips"), timeout=10)
+
+        steady_load = build_load(source, "batch", FLIP_RATE, duration_s, f"{run_tag}fs-")
+        steady = await run_step(stack.gateway_address, steady_load, name="flips: steady", rate=FLIP_RATE,
+                                duration_s=duration_s)
+        rss_before, loads_before = triton_rss_mb(stack), _loads(stack)
+        flip_times: list[float] = []
+
+        async def flip() -> None:
+            pause = duration_s / max(cycles, 1) / 3
+            for _ in range(cycles):
+                for call in (
+                    admin.Canary(releases_pb2.CanaryRequest(name=name, steps=[1.0], by="bench"), timeout=30),
+                    admin.Promote(releases_pb2.ReleaseRequest(name=name, by="bench"), timeout=10),
+                    admin.Rollback(releases_pb2.RollbackRequest(by="bench", reason="flip"), timeout=10),
+                ):
+                    t = time.perf_counter()
+                    await call
+                    flip_times.append(time.perf_counter() - t)
+                    await asyncio.sleep(pause)
+
+        flipped_load = build_load(source, "batch", FLIP_RATE, duration_s, f"{run_tag}ff-")
+        flipped, _ = await asyncio.gather(
+            run_step(stack.gateway_address, flipped_load, name="flips: flipping", rate=FLIP_RATE,
+                     duration_s=duration_s),
+            flip(),
+        )
+        rss_after, loads_after = triton_rss_mb(stack), _loads(stack)
+        status = await admin.Status(releases_pb2.StatusRequest(), timeout=10)
+        await admin.Retire(releases_pb2.ReleaseRequest(name=name, by="bench"), timeout=60)
+    p99_steady, p99_flips = steady.percentile_ms(99), flipped.percentile_ms(99)
+    return {
+        "cycles": cycles,
+        "rate": FLIP_RATE,
+        "duration_s": duration_s,
+        "p99_steady_ms": round(p99_steady, 2),
+        "p99_flipping_ms": round(p99_flips, 2),
+        "p99_ratio": round(p99_flips / max(p99_steady, 1e-9), 3),
+        "answered_steady": steady.answered,
+        "answered_flipping": flipped.answered,
+        "triton_rss_mb_before": round(rss_before, 1),
+        "triton_rss_mb_after": round(rss_after, 1),
+        "triton_loads_during_flips": loads_after - loads_before,
+        "admin_call_p50_ms": round(sorted(flip_times)[len(flip_times) // 2] * 1e3, 2) if flip_times else None,
+        "champion_after": status.champion,
+        "champion_before": champion,
+    }
+
+
+def format_flips(f: dict[str, Any]) -> str:
+    return (f"Release flips ({f['cycles']} canary-100%/promote/rollback cycles over {f['duration_s']:g} s at "
+            f"{f['rate']:g} events/s, ScoreBatchStream): p99 {f['p99_flipping_ms']:.2f} ms flipping against "
+            f"{f['p99_steady_ms']:.2f} ms steady ({f['p99_ratio']:.2f}x; target within 1.10x: "
+            f"{'met' if f['p99_ratio'] <= 1.10 else 'missed'}); Triton RSS {f['triton_rss_mb_before']:.0f} -> "
+            f"{f['triton_rss_mb_after']:.0f} MiB; Triton model loads during the flips: "
+            f"{f['triton_loads_during_flips']}; admin call p50 {f['admin_call_p50_ms']} ms.")
