@@ -1,9 +1,9 @@
 """Release flips under load: the gateway's p99 and Triton's memory across promote/rollback cycles (`make bench`).
 
-A candidate is made from the stack's own training output and loaded once (a canary at 100% loads and warms it).
-Then a steady stream runs twice for the same time at the same rate: once with the routing left alone (the floor of
-this row), once while the routing flips between the two releases (canary at 100%, promote, rollback: one cycle,
-routing only). Reported: p99 of each, Triton's RSS (server and backend stubs) before and after the flips, and the
+A candidate is made from the stack's own training output and loaded once (a canary at 100% loads and warms it,
+a rollback ends the canary and leaves it loaded). Then a steady stream runs twice for the same time at the same
+rate: once with the routing left alone (the floor of this row), once while the routing flips between the two
+releases (promote it, roll back: one cycle, routing only). Reported: p99 of each, Triton's RSS (server and backend stubs) before and after the flips, and the
 models Triton loaded meanwhile (its log's "successfully loaded" lines: none is the point).
 """
 
@@ -59,15 +59,15 @@ async def release_flips(stack: Any, source: EventSource, run_tag: str, *, cycles
         flip_times: list[float] = []
 
         async def flip() -> None:
-            pause = duration_s / max(cycles, 1) / 3
+            pause = duration_s / max(cycles, 1) / 2
             for _ in range(cycles):
+                # One call at a time: a grpc.aio call starts when it is made, not when it is awaited.
                 for call in (
-                    admin.Canary(releases_pb2.CanaryRequest(name=name, steps=[1.0], by="bench"), timeout=30),
-                    admin.Promote(releases_pb2.ReleaseRequest(name=name, by="bench"), timeout=10),
-                    admin.Rollback(releases_pb2.RollbackRequest(by="bench", reason="flip"), timeout=10),
+                    lambda: admin.Promote(releases_pb2.ReleaseRequest(name=name, by="bench"), timeout=10),
+                    lambda: admin.Rollback(releases_pb2.RollbackRequest(by="bench", reason="flip"), timeout=10),
                 ):
                     t = time.perf_counter()
-                    await call
+                    await call()
                     flip_times.append(time.perf_counter() - t)
                     await asyncio.sleep(pause)
 
@@ -100,7 +100,7 @@ async def release_flips(stack: Any, source: EventSource, run_tag: str, *, cycles
 
 
 def format_flips(f: dict[str, Any]) -> str:
-    return (f"Release flips ({f['cycles']} canary-100%/promote/rollback cycles over {f['duration_s']:g} s at "
+    return (f"Release flips ({f['cycles']} promote/rollback cycles over {f['duration_s']:g} s at "
             f"{f['rate']:g} events/s, ScoreBatchStream): p99 {f['p99_flipping_ms']:.2f} ms flipping against "
             f"{f['p99_steady_ms']:.2f} ms steady ({f['p99_ratio']:.2f}x; target within 1.10x: "
             f"{'met' if f['p99_ratio'] <= 1.10 else 'missed'}); Triton RSS {f['triton_rss_mb_before']:.0f} -> "

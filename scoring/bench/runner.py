@@ -339,7 +339,7 @@ async def run_bench(config: BenchConfig) -> dict[str, Any]:
         if config.standard and stack is not None:
             from scoring.bench.flips import format_flips, release_flips
 
-            print("release flips: 50 canary/promote/rollback cycles under a steady stream, against the same stream "
+            print("release flips: 50 promote/rollback cycles under a steady stream, against the same stream "
                   "without flips ...", flush=True)
             flips = await release_flips(stack, source, run_tag, duration_s=max(config.duration_s, 10.0))
             result["release_flips"] = flips

@@ -211,7 +211,12 @@ class ReleaseManager:
             if source is None:
                 raise ReleaseError("the release store is empty and no training output was given to start from")
             name = initial_name(Path(source) / "train_report.json")
-            release = self.store.create(name, source, created_by="gateway:bootstrap")
+            try:
+                release = self.store.create(name, source, created_by="gateway:bootstrap")
+            except ReleaseError:
+                if not (self.store.path(name) / "manifest.json").is_file():
+                    raise
+                release = self.store.get(name)  # another gateway on the same store made it first
             self.audit.append("created", name, by="gateway:bootstrap", source=str(source),
                               triton_model=release.triton_model, schema=release.schema.hash)
         routing = Routing(champion=release.name).changed("bootstrap")
@@ -320,9 +325,13 @@ class ReleaseManager:
     async def promote(self, name: str, by: str, **evidence: Any) -> Routing:
         async with self._lock:
             routing = self.routing
-            if name != routing.candidate or name not in self.loaded:
-                raise ReleaseStateError(f"release {name} is not the loaded candidate (candidate: "
-                                        f"{routing.candidate or 'none'})")
+            # The candidate, or a release loaded and warmed already (one rolled back from): routing only.
+            if name == routing.champion or name not in self.loaded:
+                raise ReleaseStateError(f"release {name} is not loaded beside the champion (candidate: "
+                                        f"{routing.candidate or 'none'}; loaded: {', '.join(sorted(self.loaded))})")
+            if routing.candidate and name != routing.candidate:
+                raise ReleaseStateError(f"release {routing.candidate} is the candidate now ({routing.mode}); "
+                                        "promote it or roll it back first")
             self._set(routing.changed("promoted", champion=name, candidate="", mode="none", steps=(), step=-1,
                                       previous=routing.champion))
             self.audit.append("promoted", name, by=by, champion=name, previous=routing.champion, **evidence)

@@ -93,7 +93,7 @@ def _healthy(response: types_pb2.ScoreResponse) -> bool:
 
 async def test_the_fragile_stack_starts_healthy(stub) -> None:
     response = await _until(stub, _healthy)
-    assert response.model_version == "fraud_ensemble:1"
+    assert response.model_version == "fraud_ensemble_r2:2"
 
 
 async def test_hung_triton_degrades_to_the_filter_then_the_breaker_answers_at_once(fragile, stub) -> None:

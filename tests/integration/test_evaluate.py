@@ -25,7 +25,7 @@ async def test_live_gateway_scores_agree_with_the_offline_evaluation(artifacts, 
     assert live["labels_accepted"] > live["answered"] and live["labels_unknown"] == 0
     # Both stages really decided some events, and the served versions are the trained ones.
     assert live["decided_by"]["filter"] > 0 and live["decided_by"]["ensemble"] > 0
-    assert set(live["model_versions"]) == {"filter:1", "fraud_ensemble:1"}
+    assert set(live["model_versions"]) == {"filter:1", "fraud_ensemble_r2:2"}
 
     # Event by event, the served score is the offline cascade's score (float32 rounding aside)...
     assert live["max_abs_score_diff"] < 1e-4

@@ -58,6 +58,14 @@ async def clients(release_stack: object) -> AsyncIterator[tuple[object, object]]
         yield gateway_pb2_grpc.GatewayStub(g), releases_pb2_grpc.ReleasesStub(a)
 
 
+@pytest.fixture(scope="module")
+def source(release_stack: object) -> object:
+    """The simulation's own transactions (realistic amounts, customers and terminals), in time order."""
+    from scoring.bench.workload import EventSource
+
+    return EventSource.from_artifacts(release_stack.config.artifacts, warm_days=8)  # type: ignore[attr-defined]
+
+
 def _source(release_stack: object, tmp: Path, name: str) -> Path:
     """A training output folder holding the stack's own models (a candidate's files; its Triton model is new)."""
     art = release_stack.config.artifacts  # type: ignore[attr-defined]
@@ -225,10 +233,10 @@ async def test_shadow_reports_paired_figures_and_its_killed_models_leave_the_ans
 
 
 class _Stream:
-    """A client streaming batches until stopped, counting what it sent and what came back."""
+    """A client streaming the simulation's transactions in batches until stopped, counting what came back."""
 
-    def __init__(self, gateway: object, tag: str) -> None:
-        self.gateway, self.tag = gateway, tag
+    def __init__(self, gateway: object, tag: str, source: object) -> None:
+        self.gateway, self.tag, self.source = gateway, tag, source
         self.sent = self.answered = self.errors = 0
         self.releases: dict[str, int] = defaultdict(int)
         self._stop = False
@@ -237,7 +245,7 @@ class _Stream:
         async def requests():  # noqa: ANN202
             i = 0
             while not self._stop:
-                batch = [_tx(i + j, (i + j) % CUSTOMERS, self.tag) for j in range(100)]
+                batch = self.source.transactions(100, f"{self.tag}{i}-")  # type: ignore[attr-defined]
                 i += 100
                 self.sent += len(batch)
                 yield gateway_pb2.ScoreBatchRequest(transactions=batch)
@@ -289,16 +297,21 @@ async def test_a_gate_with_too_few_events_is_inconclusive_and_does_not_promote(
 
 
 async def test_a_bad_candidate_is_rolled_back_by_the_gate_with_every_event_answered(
-    release_stack, clients, tmp_path
+    release_stack, clients, source, tmp_path
 ) -> None:
     gateway, admin = clients
     champion = (await _status(admin))[0].champion
-    source = _source(release_stack, tmp_path, "bad-run")
-    report = json.loads((source / "train_report.json").read_text())
-    report["stacker"]["bias"] += 6.0  # every event the filter passes now scores near 1: alerts on most of them
-    (source / "train_report.json").write_text(json.dumps(report))
-    await admin.Create(releases_pb2.CreateReleaseRequest(name="bad", source=str(source)), timeout=60)
-    stream = _Stream(gateway, "bad")
+    run_dir = _source(release_stack, tmp_path, "bad-run")
+    # Scores shifted at both stages: the filter's calibration (more events pass it, each scored higher) and the
+    # ensemble's stacker (the events it scores land near 1).
+    report = json.loads((run_dir / "train_report.json").read_text())
+    report["stacker"]["bias"] += 6.0
+    (run_dir / "train_report.json").write_text(json.dumps(report))
+    meta = json.loads((run_dir / "models" / "filter" / "filter.json").read_text())
+    meta["calibration"]["main"][1] += 3.0
+    (run_dir / "models" / "filter" / "filter.json").write_text(json.dumps(meta))
+    await admin.Create(releases_pb2.CreateReleaseRequest(name="bad", source=str(run_dir)), timeout=60)
+    stream = _Stream(gateway, "bad", source)
     task = asyncio.ensure_future(stream.run())
     try:
         await asyncio.sleep(1.0)
@@ -314,17 +327,19 @@ async def test_a_bad_candidate_is_rolled_back_by_the_gate_with_every_event_answe
     print(f"bad candidate rolled back by {rolled[0]['by']} {rolled[0]['at'] - started:.1f} s after the canary "
           f"began: {gate['reasons']}; candidate {gate['figures']['candidate']}, champion "
           f"{gate['figures']['champion']}, score PSI {gate['figures']['score_psi']:.3f}")
+    ratio = gate["figures"]["candidate"]["alert_rate"] / max(gate["figures"]["champion"]["alert_rate"], 1e-9)
+    print(f"alert rate {ratio:.1f}x the champion's")
     assert rolled[0]["by"] == "gate" and any("alert rate" in r for r in gate["reasons"])
     assert stream.answered == stream.sent and stream.errors == 0
     print(f"stream: {stream.sent} sent, {stream.answered} answered, by release {dict(stream.releases)}")
 
 
-async def test_a_good_candidate_walks_every_step_and_is_promoted(release_stack, clients, tmp_path) -> None:
+async def test_a_good_candidate_walks_every_step_and_is_promoted(release_stack, clients, source, tmp_path) -> None:
     gateway, admin = clients
     champion = (await _status(admin))[0].champion
-    source = _source(release_stack, tmp_path, "good-run")
-    await admin.Create(releases_pb2.CreateReleaseRequest(name="good", source=str(source)), timeout=60)
-    stream = _Stream(gateway, "good")
+    run_dir = _source(release_stack, tmp_path, "good-run")
+    await admin.Create(releases_pb2.CreateReleaseRequest(name="good", source=str(run_dir)), timeout=60)
+    stream = _Stream(gateway, "good", source)
     task = asyncio.ensure_future(stream.run())
     try:
         await asyncio.sleep(1.0)
@@ -344,13 +359,13 @@ async def test_a_good_candidate_walks_every_step_and_is_promoted(release_stack, 
     await admin.Rollback(releases_pb2.RollbackRequest(reason="back to the first champion"), timeout=10)
 
 
-async def test_release_flips_under_load_make_no_triton_load_and_end_on_the_champion(release_stack, clients) -> None:
+async def test_release_flips_under_load_make_no_triton_load_and_end_on_the_champion(
+    release_stack, clients, source
+) -> None:
     from scoring.bench.flips import release_flips
-    from scoring.bench.workload import EventSource
 
     _, admin = clients
     champion = (await _status(admin))[0].champion
-    source = EventSource.from_artifacts(release_stack.config.artifacts, warm_days=2)  # type: ignore[attr-defined]
     flips = await release_flips(release_stack, source, "t", cycles=5, duration_s=3.0)
     print("flips:", flips)
     assert flips["triton_loads_during_flips"] == 0

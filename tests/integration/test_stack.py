@@ -64,7 +64,9 @@ async def test_stream_of_1000_gets_exactly_1000_answers_with_the_right_ids(gatew
     assert types_pb2.STAGE_ENSEMBLE in stages, "no event reached the Triton ensemble"
     assert types_pb2.STAGE_FILTER in stages
     ensemble = [a for a in answers if a.stage == types_pb2.STAGE_ENSEMBLE]
-    assert {a.model_version for a in ensemble} == {"fraud_ensemble:1"}
+    assert {a.model_version for a in ensemble} == {"fraud_ensemble_r2:2"}
+    # Every answer names the release that scored it: here the first release, made from the training output.
+    assert len({a.release for a in answers}) == 1 and answers[0].release.startswith("fraud-")
 
 
 BAD_INPUTS = [

@@ -23,7 +23,8 @@ from scoring.v1 import gateway_pb2, gateway_pb2_grpc, types_pb2
 pytestmark = pytest.mark.integration
 
 # The local target's fraud_ensemble is one fused step (the container target's scheduled graph adds a span per model).
-TRITON_MODELS = {"fraud_ensemble"}
+# The first release's own Triton model (scoring.releases.store): what the session stack's champion is served by.
+TRITON_MODELS = {"fraud_ensemble_r2"}
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -103,7 +104,7 @@ async def test_a_streamed_event_is_one_trace_through_every_service_and_into_trit
     a = event.attributes
     assert a["scoring.customer_id"] == "C0" and a["scoring.stage"] == "ensemble"
     assert a["scoring.degraded"] is False and a["scoring.degraded_reason"] == ""
-    assert a["scoring.model_version"] == "fraud_ensemble:1" and a["scoring.batch_size"] >= 1
+    assert a["scoring.model_version"] == "fraud_ensemble_r2:2" and a["scoring.batch_size"] >= 1
     assert a["scoring.features_ms"] > 0 and a["scoring.filter_ms"] > 0 and a["scoring.ensemble_ms"] > 0
 
     # gateway: event -> batch -> client span per stage; each service's server span under the gateway's client span.
@@ -122,17 +123,17 @@ async def test_a_streamed_event_is_one_trace_through_every_service_and_into_trit
     assert predict.attributes["scoring.model_version"] == "filter:1"
 
     # Triton's own spans join the trace under the gateway's request span; the ensemble's steps under the ensemble.
-    infer = _find(spans, lambda s: s.name == "triton infer fraud_ensemble", "triton infer span")
+    infer = _find(spans, lambda s: s.name == "triton infer fraud_ensemble_r2", "triton infer span")
     assert _parent(spans, infer) == batch
     triton_root = _find(
         spans, lambda s: s.service == "triton" and s.parent_span_id == infer.span_id, "Triton's request span"
     )
     ensemble = _find(
-        spans, lambda s: s.attributes.get("triton.model_name") == "fraud_ensemble", "Triton span of fraud_ensemble"
+        spans, lambda s: s.attributes.get("triton.model_name") == "fraud_ensemble_r2", "Triton span of fraud_ensemble_r2"
     )
     assert ensemble.parent_span_id in {triton_root.span_id, infer.span_id}
     compute = _find(spans, lambda s: s.service == "triton" and s.name == "compute" and
-                    s.parent_span_id == ensemble.span_id, "Triton compute span under fraud_ensemble")
+                    s.parent_span_id == ensemble.span_id, "Triton compute span under fraud_ensemble_r2")
     assert compute.trace_id == ensemble.trace_id
 
     # Each event of the stream is its own trace.

@@ -144,3 +144,21 @@ def test_gate_passes_a_like_candidate_and_fails_on_each_bound_naming_it() -> Non
     assert verdict.state == "fail" and "agreement" in verdict.reasons[0]
     shifted = judge(spec, champion, _window(2000, 0.20, seed=1), shadow)
     assert shifted.figures["score_psi"] > 0.2 and any("PSI" in r for r in shifted.reasons)
+
+
+def test_a_like_candidate_with_few_alerts_by_chance_is_not_failed() -> None:
+    """The case seen live: 7 alerts in 1,024 candidate events against the champion's 48 in 3,452 (1.4%)."""
+    from scoring.releases.gates import GateSpec, ReleaseWindow, judge
+
+    def window(n: int, alerts: int) -> ReleaseWindow:
+        w = ReleaseWindow()
+        score = np.zeros(n)
+        score[:alerts] = 0.9
+        w.add(np.full(n, 0.005), score, np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), 0.5)
+        return w
+
+    spec = GateSpec(min_events=1000, min_pairs=100)
+    shadow = {"pairs": 1000, "agreement": 0.99}
+    assert judge(spec, window(3452, 48), window(1024, 7), shadow).state == "pass"
+    ten_times = judge(spec, window(3452, 48), window(1024, 140), shadow)
+    assert ten_times.state == "fail" and any("alert rate" in r for r in ten_times.reasons)
