@@ -3,8 +3,9 @@
 A candidate is made from the stack's own training output and loaded once (a canary at 100% loads and warms it,
 a rollback ends the canary and leaves it loaded). Then a steady stream runs twice for the same time at the same
 rate: once with the routing left alone (the floor of this row), once while the routing flips between the two
-releases (promote it, roll back: one cycle, routing only). Reported: p99 of each, Triton's RSS (server and backend stubs) before and after the flips, and the
-models Triton loaded meanwhile (its log's "successfully loaded" lines: none is the point).
+releases (promote it, roll back: one cycle, routing only). Reported: p99 of each, Triton's RSS (server and
+backend stubs) before and after the flips, and the models Triton loaded meanwhile (its log's "successfully
+loaded" lines: none is the point).
 """
 
 from __future__ import annotations

@@ -129,7 +129,8 @@ async def test_a_streamed_event_is_one_trace_through_every_service_and_into_trit
         spans, lambda s: s.service == "triton" and s.parent_span_id == infer.span_id, "Triton's request span"
     )
     ensemble = _find(
-        spans, lambda s: s.attributes.get("triton.model_name") == "fraud_ensemble_r2", "Triton span of fraud_ensemble_r2"
+        spans, lambda s: s.attributes.get("triton.model_name") == "fraud_ensemble_r2",
+        "Triton span of fraud_ensemble_r2",
     )
     assert ensemble.parent_span_id in {triton_root.span_id, infer.span_id}
     compute = _find(spans, lambda s: s.service == "triton" and s.name == "compute" and
