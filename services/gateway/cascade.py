@@ -22,6 +22,7 @@ from scoring.scenarios import registry
 from services.gateway import metrics as M
 from services.gateway.backlog import FoldBacklog
 from services.gateway.breaker import CircuitBreaker
+from services.gateway.release_paths import ShadowScorer, merge_groups
 from services.gateway.stages import (
     TRITON_MIN_TIMEOUT_US,
     EnsembleClient,
@@ -47,9 +48,6 @@ STAGE_NONE = 3
 MIN_STAGE_S = 0.0002
 # The last link of a degraded_reason chain when the gateway's in-process fallback gave the score.
 LAST_RESORT = "last_resort"
-# Shadow batches scored at once, at most: past it a batch is not shadowed (and counted), so that a slow shadow
-# never piles work on the stages the answers need.
-SHADOW_INFLIGHT_MAX = 4
 
 
 @dataclass
@@ -108,7 +106,7 @@ class Cascade:
         self.edge = edge if edge is not None else registry.edge(registry.DEFAULT.name)
         # Which release scores which events; None: the models the stages were started with.
         self.releases = releases
-        self._shadows: set[asyncio.Future[None]] = set()
+        self.shadows = ShadowScorer(self._models, lambda: self.releases.window if self.releases else None, budget_s)
         self._breaker_settings = (breaker_failures, breaker_reset_s, breaker_min_streak_s)
         self.features = features
         self.filter = filter_client
@@ -267,16 +265,16 @@ class Cascade:
                              [reasons[i] for i in g.rows.tolist()], budget, started, deadline, timings, g.release)
                 for g in groups if g.rows is not None
             ))
-            outcome = _merge(n, [g.rows for g in groups if g.rows is not None], parts, timings)
+            outcome = merge_groups(n, [g.rows for g in groups if g.rows is not None], parts, timings)
             on_champion = (parts[0], groups[0].rows)
         # The shadow (and a canary's candidate) scores copies of the champion's events, for the paired comparison.
         shadow = self.releases.shadow()
         if shadow is not None and on_champion is not None:
             part, rows = on_champion
             if rows is None:
-                self._shadow(batch, features, sequences, self_contained, part, shadow)
+                self.shadows.submit(batch, features, sequences, self_contained, part, shadow)
             else:
-                self._shadow(batch.take(rows), features[rows], sequences[rows], self_contained, part, shadow)
+                self.shadows.submit(batch.take(rows), features[rows], sequences[rows], self_contained, part, shadow)
         return outcome
 
     async def _models(
@@ -399,52 +397,6 @@ class Cascade:
     def _champion(self) -> Release | None:
         return None if self.releases is None else self.releases.champion
 
-    def _shadow(
-        self, batch: EventBatch, features: np.ndarray, sequences: np.ndarray, self_contained: bool,
-        outcome: BatchOutcome, release: Release,
-    ) -> None:
-        """Scores a copy of the batch with the shadow release after the answers are out; nobody waits for it."""
-        assert self.releases is not None
-        window = self.releases.window
-        if self_contained:
-            return  # no features: the shadow would be compared on stand-ins
-        if len(self._shadows) >= SHADOW_INFLIGHT_MAX:
-            window.skipped += 1
-            M.SHADOW_BATCHES.labels("skipped").inc()
-            return
-        ids = list(batch.transaction_id)
-        primary = outcome.score.copy()
-        ok = np.array([not e for e in outcome.error], dtype=bool)
-
-        async def run() -> None:
-            now = time.monotonic()
-            shadowed = await self._models(batch, features, sequences, False, [""] * len(batch), self.budget_s, now,
-                                          now + self.budget_s, {}, release)
-            # Only pairs where both releases gave their full cascade's score: a degraded answer compares stages,
-            # not releases.
-            both = ok & np.array([not r and not e for r, e in zip(shadowed.degraded_reason, shadowed.error,
-                                                                   strict=True)], dtype=bool)
-            both &= np.array([not r for r in outcome.degraded_reason], dtype=bool)
-            if not both.all():
-                window.failed += 1
-                M.SHADOW_BATCHES.labels("degraded").inc()
-            else:
-                M.SHADOW_BATCHES.labels("scored").inc()
-            rows = np.flatnonzero(both)
-            window.add([ids[i] for i in rows.tolist()], primary[rows], shadowed.score[rows])
-
-        task = asyncio.ensure_future(run())
-        self._shadows.add(task)
-
-        def done(f: asyncio.Future[None]) -> None:
-            self._shadows.discard(f)
-            if not f.cancelled() and f.exception() is not None:
-                window.failed += 1
-                M.SHADOW_BATCHES.labels("failed").inc()
-                log.warning("shadow batch failed", extra={"error": repr(f.exception())})
-
-        task.add_done_callback(done)
-
     def last_resort_outcome(self, batch: EventBatch, reason: str) -> BatchOutcome:
         """Every event of the batch scored by the last resort alone (an error per event where there is none)."""
         n = len(batch)
@@ -467,20 +419,6 @@ class Cascade:
             error=[""] * n,
             release=[self.releases.routing.champion if self.releases is not None else ""] * n,
         )
-
-
-def _merge(n: int, rows: list[np.ndarray], parts: list[BatchOutcome], timings: dict[str, float]) -> BatchOutcome:
-    """One outcome of n events from the outcomes of disjoint row groups."""
-    score, filter_score = np.zeros(n), np.zeros(n)
-    stage = np.full(n, STAGE_NONE, dtype=np.int8)
-    reasons, versions, errors, releases = [""] * n, [""] * n, [""] * n, [""] * n
-    for idx, part in zip(rows, parts, strict=True):
-        score[idx], filter_score[idx], stage[idx] = part.score, part.filter_score, part.stage
-        for j, i in enumerate(idx.tolist()):
-            reasons[i], versions[i] = part.degraded_reason[j], part.model_version[j]
-            errors[i], releases[i] = part.error[j], part.release[j]
-    return BatchOutcome(score=score, filter_score=filter_score, stage=stage, degraded_reason=reasons,
-                        model_version=versions, error=errors, timings=timings, release=releases)
 
 
 def _breaker_code(breaker: CircuitBreaker) -> float:

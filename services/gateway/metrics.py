@@ -49,3 +49,11 @@ GATE_STATE = Gauge(
     "scoring_gateway_release_gate", "1 for the canary gate's last verdict (pass, fail, inconclusive) per candidate",
     ["release", "state"]
 )
+RELEASE_LATENCY = Histogram(
+    "scoring_gateway_release_event_seconds", "Event latency (arrival to answer), by release", ["release"],
+    buckets=LATENCY_BUCKETS_S,
+)
+RELEASE_ALERTS = Counter(
+    "scoring_gateway_release_alerts_total", "Answers at or over their release's decision threshold, by release",
+    ["release"]
+)

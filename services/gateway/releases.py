@@ -26,10 +26,11 @@ from tritonclient.utils import InferenceServerException
 from scoring.common.schema import SchemaMismatch
 from scoring.releases.audit import AuditLog
 from scoring.releases.compare import PairedWindow
-from scoring.releases.gates import FAIL, INCONCLUSIVE, PASS, GateSpec, ReleaseWindow, Verdict, judge
+from scoring.releases.gates import GateSpec
 from scoring.releases.routing import Routing, RoutingFile, on_candidate, validate_steps
 from scoring.releases.store import Release, ReleaseError, ReleaseStore, materialise, remove_model
 from services.gateway import metrics as M
+from services.gateway.canary import CanaryGate
 from services.gateway.stages import EnsembleClient, FeatureClient, FilterClient, StageError
 
 if TYPE_CHECKING:
@@ -85,16 +86,8 @@ class ReleaseManager:
         # Each loaded release's decision threshold on its final score (its training report's ensemble threshold).
         self.alert_threshold: dict[str, float] = {}
         self.window = PairedWindow()
-        self._lock = asyncio.Lock()
-        # The canary's gate: each step's figures per release, judged every gate_interval_s; a step holds at least
-        # step_min_s before it may pass.
-        self.gate = gate or GateSpec()
-        self.gate_interval_s = gate_interval_s
-        self.step_min_s = step_min_s
-        self.windows: dict[str, ReleaseWindow] = {}
-        self.step_started = 0.0
-        self.verdict: Verdict | None = None
-        self._gate_task: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+        self.gate = CanaryGate(self, gate or GateSpec(), interval_s=gate_interval_s, step_min_s=step_min_s)
 
     # --- the hot path -------------------------------------------------------------------------------------------
 
@@ -123,19 +116,7 @@ class ReleaseManager:
         return self.loaded.get(routing.candidate) if routing.mode in ("shadow", "canary") else None
 
     def observe(self, outcome: BatchOutcome, latency_s: np.ndarray) -> None:
-        """A batch's answers into the canary's per-release windows (nothing outside a canary)."""
-        if self.routing.mode != "canary" or not outcome.release:
-            return
-        releases = np.asarray(outcome.release)
-        degraded = np.fromiter((bool(r) for r in outcome.degraded_reason), dtype=bool, count=len(releases))
-        error = np.fromiter((bool(e) for e in outcome.error), dtype=bool, count=len(releases))
-        for name in np.unique(releases).tolist():
-            window = self.windows.get(name)
-            if window is None:
-                continue
-            rows = releases == name
-            window.add(latency_s[rows], outcome.score[rows], degraded[rows], error[rows],
-                       self.alert_threshold.get(name, 0.5))
+        self.gate.observe(outcome, latency_s)
 
     # --- start and loading ----------------------------------------------------------------------------------------
 
@@ -151,57 +132,7 @@ class ReleaseManager:
         for name in routing.live():
             await self._load(self.store.get(name), service_hash)
         self._publish_roles()
-        if routing.mode == "canary":
-            self._new_step()  # a restarted gateway judges the step afresh: its figures were in the old process
-        self._gate_task = asyncio.ensure_future(self._gate_loop())
-
-    def _new_step(self) -> None:
-        """Fresh windows for a step; at 100% the champion answers nothing, so its last step's window stays the
-        reference (and so does the paired comparison gathered so far)."""
-        champion = self.windows.get(self.routing.champion)
-        if self.routing.fraction < 1.0 or champion is None:
-            champion = ReleaseWindow()
-        self.windows = {self.routing.champion: champion, self.routing.candidate: ReleaseWindow()}
-        self.step_started = time.monotonic()
-        self.verdict = None
-
-    async def _gate_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.gate_interval_s)
-            try:
-                await self.judge_step()
-            except Exception:  # the loop must outlive any one bad verdict; counted in the log
-                log.exception("gate failed")
-
-    async def judge_step(self) -> Verdict | None:
-        """One look at the canary's step: roll back on a failed gate, step up (or promote) on a passed one."""
-        routing = self.routing
-        if routing.mode != "canary":
-            return None
-        champion, candidate = self.windows.get(routing.champion), self.windows.get(routing.candidate)
-        if champion is None or candidate is None:
-            return None
-        verdict = judge(self.gate, champion, candidate, self.shadow_figures())
-        self.verdict = verdict
-        for state in (PASS, FAIL, INCONCLUSIVE):
-            M.GATE_STATE.labels(routing.candidate, state).set(1.0 if verdict.state == state else 0.0)
-        if verdict.state == FAIL:
-            log.warning("gate failed: rolling back", extra={"release": routing.candidate,
-                                                             "reasons": list(verdict.reasons)})
-            await self.rollback("gate", "; ".join(verdict.reasons), gate=verdict.to_dict())
-        elif verdict.state == PASS and time.monotonic() - self.step_started >= self.step_min_s:
-            async with self._lock:
-                if self.routing != routing:
-                    return verdict  # changed by an admin call meanwhile
-                if routing.step + 1 < len(routing.steps):
-                    self._set(routing.changed("gate passed", step=routing.step + 1))
-                    self._new_step()
-                    self.audit.append("canary_step", routing.candidate, by="gate", step=routing.step + 1,
-                                      fraction=self.routing.fraction, champion=routing.champion,
-                                      gate=verdict.to_dict())
-                    return verdict
-            await self.promote(routing.candidate, "gate", gate=verdict.to_dict())
-        return verdict
+        self.gate.start()
 
     def _bootstrap(self, source: Path | None) -> Routing:
         existing = [r for r in self.store.all() if r.scenario == SCENARIO]
@@ -271,7 +202,7 @@ class ReleaseManager:
 
     # --- admin ------------------------------------------------------------------------------------------------------
 
-    def _set(self, routing: Routing) -> None:
+    def set_routing(self, routing: Routing) -> None:
         self.routing_file.write(routing, SCENARIO)
         self.routing = routing
         self._publish_roles()
@@ -285,30 +216,29 @@ class ReleaseManager:
                 M.RELEASE_ROLE.labels(name, role).set(1.0 if holder == name else 0.0)
 
     async def create(self, name: str, source: Path, by: str) -> Release:
-        async with self._lock:
+        async with self.lock:
             release = await asyncio.to_thread(self.store.create, name, source, created_by=by)
             self.audit.append("created", name, by=by, source=str(source), triton_model=release.triton_model,
                               schema=release.schema.hash)
             return release
 
     async def start_shadow(self, name: str, by: str) -> Routing:
-        async with self._lock:
+        async with self.lock:
             release = self._candidate_release(name)
             await self._load(release, await self._service_hash(required=True))
             self.window = PairedWindow()
-            self._set(self.routing.changed("shadow", candidate=name, mode="shadow", steps=(), step=-1))
+            self.set_routing(self.routing.changed("shadow", candidate=name, mode="shadow", steps=(), step=-1))
             self.audit.append("shadow_started", name, by=by, champion=self.routing.champion)
             return self.routing
 
     async def start_canary(self, name: str, steps: tuple[float, ...], by: str) -> Routing:
         steps = validate_steps(steps)
-        async with self._lock:
+        async with self.lock:
             release = self._candidate_release(name)
             await self._load(release, await self._service_hash(required=True))
             self.window = PairedWindow()
-            self._set(self.routing.changed("canary", candidate=name, mode="canary", steps=steps, step=0))
-            self.windows = {}
-            self._new_step()
+            self.set_routing(self.routing.changed("canary", candidate=name, mode="canary", steps=steps, step=0))
+            self.gate.new_step(fresh=True)
             self.audit.append("canary_step", name, by=by, fraction=steps[0], step=0, champion=self.routing.champion)
             return self.routing
 
@@ -323,7 +253,7 @@ class ReleaseManager:
         return release
 
     async def promote(self, name: str, by: str, **evidence: Any) -> Routing:
-        async with self._lock:
+        async with self.lock:
             routing = self.routing
             # The candidate, or a release loaded and warmed already (one rolled back from): routing only.
             if name == routing.champion or name not in self.loaded:
@@ -332,7 +262,7 @@ class ReleaseManager:
             if routing.candidate and name != routing.candidate:
                 raise ReleaseStateError(f"release {routing.candidate} is the candidate now ({routing.mode}); "
                                         "promote it or roll it back first")
-            self._set(routing.changed("promoted", champion=name, candidate="", mode="none", steps=(), step=-1,
+            self.set_routing(routing.changed("promoted", champion=name, candidate="", mode="none", steps=(), step=-1,
                                       previous=routing.champion))
             self.audit.append("promoted", name, by=by, champion=name, previous=routing.champion, **evidence)
             return self.routing
@@ -340,14 +270,15 @@ class ReleaseManager:
     async def rollback(self, by: str, reason: str, **evidence: Any) -> Routing:
         """Ends a shadow or canary, else returns to the previous champion. Touches only the routing: it works
         whatever state the candidate's models are in."""
-        async with self._lock:
+        async with self.lock:
             routing = self.routing
             if routing.candidate:
-                self._set(routing.changed(f"rolled back: {reason}", candidate="", mode="none", steps=(), step=-1))
+                self.set_routing(routing.changed(f"rolled back: {reason}", candidate="", mode="none", steps=(),
+                                                 step=-1))
                 self.audit.append("rolled_back", routing.candidate, by=by, champion=routing.champion, reason=reason,
                                   mode=routing.mode, fraction=routing.fraction, **evidence)
             elif routing.previous and routing.previous in self.loaded:
-                self._set(routing.changed(f"rolled back: {reason}", champion=routing.previous, previous=""))
+                self.set_routing(routing.changed(f"rolled back: {reason}", champion=routing.previous, previous=""))
                 self.audit.append("rolled_back", routing.champion, by=by, champion=routing.previous, reason=reason,
                                   mode="promoted", **evidence)
             else:
@@ -355,13 +286,13 @@ class ReleaseManager:
             return self.routing
 
     async def retire(self, name: str, by: str) -> Routing:
-        async with self._lock:
+        async with self.lock:
             release = self.store.get(name)
             if name in self.routing.live():
                 raise ReleaseStateError(f"release {name} still serves ({self._role(name)}); roll back or promote "
                                         "another release first")
             if self.routing.previous == name:
-                self._set(self.routing.changed("retired previous", previous=""))
+                self.set_routing(self.routing.changed("retired previous", previous=""))
             try:
                 await self.triton.unload_model(release.triton_model)
             except InferenceServerException as exc:
@@ -395,13 +326,10 @@ class ReleaseManager:
         return {"champion": champion, "shadow": candidate, **figures}
 
     def gate_figures(self) -> dict[str, Any]:
-        if self.verdict is None:
-            return {}
-        return self.verdict.to_dict() | {"step_held_s": round(time.monotonic() - self.step_started, 1)}
+        return self.gate.figures()
 
     async def close(self) -> None:
-        if self._gate_task is not None:
-            self._gate_task.cancel()
+        self.gate.close()
         await self.triton.close()
 
 
