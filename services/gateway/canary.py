@@ -107,9 +107,9 @@ class CanaryGate:
                 if manager.routing != routing:
                     return verdict  # changed by an admin call meanwhile
                 if routing.step + 1 < len(routing.steps):
-                    manager.set_routing(routing.changed("gate passed", step=routing.step + 1))
+                    await manager.set_routing(routing.changed("gate passed", step=routing.step + 1))
                     self.new_step()
-                    manager.audit.append("canary_step", routing.candidate, by="gate", step=routing.step + 1,
+                    await manager.record("canary_step", routing.candidate, by="gate", step=routing.step + 1,
                                       fraction=manager.routing.fraction, champion=routing.champion,
                                       gate=verdict.to_dict())
                     return verdict

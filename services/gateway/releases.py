@@ -13,6 +13,7 @@ then to the audit log, both in the release store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -202,10 +203,17 @@ class ReleaseManager:
 
     # --- admin ------------------------------------------------------------------------------------------------------
 
-    def set_routing(self, routing: Routing) -> None:
-        self.routing_file.write(routing, SCENARIO)
+    async def set_routing(self, routing: Routing) -> None:
+        """The new routing serves from the next batch on; then it is written (fsync, in a thread: a flush on this
+        machine can take tens of milliseconds, and the event loop must go on answering meanwhile). A crash between
+        the two leaves the old routing on disk, which the admin call was not told had changed."""
         self.routing = routing
         self._publish_roles()
+        await asyncio.to_thread(self.routing_file.write, routing, SCENARIO)
+
+    async def record(self, event: str, release: str, *, by: str, **detail: Any) -> None:
+        """An audit line, appended and flushed in a thread (see set_routing)."""
+        await asyncio.to_thread(functools.partial(self.audit.append, event, release, by=by, **detail))
 
     def _publish_roles(self) -> None:
         routing = self.routing
@@ -218,7 +226,7 @@ class ReleaseManager:
     async def create(self, name: str, source: Path, by: str) -> Release:
         async with self.lock:
             release = await asyncio.to_thread(self.store.create, name, source, created_by=by)
-            self.audit.append("created", name, by=by, source=str(source), triton_model=release.triton_model,
+            await self.record("created", name, by=by, source=str(source), triton_model=release.triton_model,
                               schema=release.schema.hash)
             return release
 
@@ -227,8 +235,8 @@ class ReleaseManager:
             release = self._candidate_release(name)
             await self._load(release, await self._service_hash(required=True))
             self.window = PairedWindow()
-            self.set_routing(self.routing.changed("shadow", candidate=name, mode="shadow", steps=(), step=-1))
-            self.audit.append("shadow_started", name, by=by, champion=self.routing.champion)
+            await self.set_routing(self.routing.changed("shadow", candidate=name, mode="shadow", steps=(), step=-1))
+            await self.record("shadow_started", name, by=by, champion=self.routing.champion)
             return self.routing
 
     async def start_canary(self, name: str, steps: tuple[float, ...], by: str) -> Routing:
@@ -237,9 +245,9 @@ class ReleaseManager:
             release = self._candidate_release(name)
             await self._load(release, await self._service_hash(required=True))
             self.window = PairedWindow()
-            self.set_routing(self.routing.changed("canary", candidate=name, mode="canary", steps=steps, step=0))
+            await self.set_routing(self.routing.changed("canary", candidate=name, mode="canary", steps=steps, step=0))
             self.gate.new_step(fresh=True)
-            self.audit.append("canary_step", name, by=by, fraction=steps[0], step=0, champion=self.routing.champion)
+            await self.record("canary_step", name, by=by, fraction=steps[0], step=0, champion=self.routing.champion)
             return self.routing
 
     def _candidate_release(self, name: str) -> Release:
@@ -262,9 +270,9 @@ class ReleaseManager:
             if routing.candidate and name != routing.candidate:
                 raise ReleaseStateError(f"release {routing.candidate} is the candidate now ({routing.mode}); "
                                         "promote it or roll it back first")
-            self.set_routing(routing.changed("promoted", champion=name, candidate="", mode="none", steps=(), step=-1,
-                                      previous=routing.champion))
-            self.audit.append("promoted", name, by=by, champion=name, previous=routing.champion, **evidence)
+            await self.set_routing(routing.changed("promoted", champion=name, candidate="", mode="none", steps=(),
+                                                   step=-1, previous=routing.champion))
+            await self.record("promoted", name, by=by, champion=name, previous=routing.champion, **evidence)
             return self.routing
 
     async def rollback(self, by: str, reason: str, **evidence: Any) -> Routing:
@@ -273,13 +281,14 @@ class ReleaseManager:
         async with self.lock:
             routing = self.routing
             if routing.candidate:
-                self.set_routing(routing.changed(f"rolled back: {reason}", candidate="", mode="none", steps=(),
+                await self.set_routing(routing.changed(f"rolled back: {reason}", candidate="", mode="none", steps=(),
                                                  step=-1))
-                self.audit.append("rolled_back", routing.candidate, by=by, champion=routing.champion, reason=reason,
+                await self.record("rolled_back", routing.candidate, by=by, champion=routing.champion, reason=reason,
                                   mode=routing.mode, fraction=routing.fraction, **evidence)
             elif routing.previous and routing.previous in self.loaded:
-                self.set_routing(routing.changed(f"rolled back: {reason}", champion=routing.previous, previous=""))
-                self.audit.append("rolled_back", routing.champion, by=by, champion=routing.previous, reason=reason,
+                await self.set_routing(routing.changed(f"rolled back: {reason}", champion=routing.previous,
+                                                       previous=""))
+                await self.record("rolled_back", routing.champion, by=by, champion=routing.previous, reason=reason,
                                   mode="promoted", **evidence)
             else:
                 raise ReleaseStateError("nothing to roll back: no candidate and no previous champion loaded")
@@ -292,14 +301,14 @@ class ReleaseManager:
                 raise ReleaseStateError(f"release {name} still serves ({self._role(name)}); roll back or promote "
                                         "another release first")
             if self.routing.previous == name:
-                self.set_routing(self.routing.changed("retired previous", previous=""))
+                await self.set_routing(self.routing.changed("retired previous", previous=""))
             try:
                 await self.triton.unload_model(release.triton_model)
             except InferenceServerException as exc:
                 log.warning("retire: unload failed", extra={"release": name, "error": str(exc)})
             await asyncio.to_thread(remove_model, release, self.repository)
             self.loaded.pop(name, None)
-            self.audit.append("retired", name, by=by)
+            await self.record("retired", name, by=by)
             return self.routing
 
     def _role(self, name: str) -> str:
