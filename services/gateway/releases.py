@@ -262,6 +262,7 @@ class ReleaseManager:
 
     async def promote(self, name: str, by: str, **evidence: Any) -> Routing:
         async with self.lock:
+            self.store.get(name)  # NOT_FOUND for a release that is not in the store at all
             routing = self.routing
             # The candidate, or a release loaded and warmed already (one rolled back from): routing only.
             if name == routing.champion or name not in self.loaded:
